@@ -1,0 +1,213 @@
+//! /Bulk (RFC 7644 §3.7): operations run in dependency order of their `bulkId:`
+//! references, each in its own transaction; `failOnErrors` stops the run.
+
+use std::collections::HashMap;
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde_json::{Value, json};
+use store::ResourceKind;
+
+use super::resources::{create_resource, delete_resource, patch_resource, replace_resource};
+use super::{AppState, json_response, kind_of, read_json};
+use crate::error::ServerError;
+use crate::wire::bulk::{BulkMethod, BulkOperation, BulkRequest, references, substitute};
+use crate::wire::{BULK_RESPONSE_SCHEMA, error_body};
+
+fn split_path(path: &str) -> Result<(ResourceKind, Option<String>), ServerError> {
+    let trimmed = path.trim_start_matches('/');
+    let (endpoint, id) = match trimmed.split_once('/') {
+        Some((e, i)) => (e, Some(i.to_string())),
+        None => (trimmed, None),
+    };
+    Ok((kind_of(endpoint)?, id.filter(|i| !i.is_empty())))
+}
+
+async fn run_one(
+    state: &AppState,
+    req: &HttpRequest,
+    p: &super::auth::Principal,
+    op: &BulkOperation,
+    base: &str,
+) -> Result<(u16, Option<String>, Option<String>, Option<String>), ServerError> {
+    let (kind, id) = split_path(&op.path)?;
+    let empty = Value::Null;
+    let data = op.data.as_ref().unwrap_or(&empty);
+    let need_id = || {
+        id.clone().ok_or_else(|| {
+            ServerError::bad(
+                "invalidPath",
+                format!("{} needs a path like /Users/{{id}}", op.method.as_str()),
+            )
+        })
+    };
+    let loc = |r: &store::model::StoredResource| format!("{base}{}/{}", r.kind.endpoint(), r.id);
+    match op.method {
+        BulkMethod::Post => {
+            if id.is_some() {
+                return Err(ServerError::bad(
+                    "invalidPath",
+                    "POST takes a resource endpoint such as /Users",
+                ));
+            }
+            let r = create_resource(state, p, req, kind, data).await?;
+            Ok((201, Some(loc(&r)), Some(r.etag()), Some(r.id)))
+        }
+        BulkMethod::Put => {
+            let r = replace_resource(
+                state,
+                p,
+                req,
+                kind,
+                &need_id()?,
+                data,
+                op.version.as_deref(),
+                // A bulk response carries no resource bodies.
+                store::Load::NONE,
+            )
+            .await?;
+            Ok((200, Some(loc(&r)), Some(r.etag()), None))
+        }
+        BulkMethod::Patch => {
+            let r = patch_resource(
+                state,
+                p,
+                req,
+                kind,
+                &need_id()?,
+                data,
+                op.version.as_deref(),
+                // A bulk response carries no resource bodies.
+                store::Load::NONE,
+            )
+            .await?;
+            Ok((200, Some(loc(&r)), Some(r.etag()), None))
+        }
+        BulkMethod::Delete => {
+            let id = need_id()?;
+            delete_resource(state, p, req, kind, &id, op.version.as_deref()).await?;
+            Ok((
+                204,
+                Some(format!("{base}{}/{id}", kind.endpoint())),
+                None,
+                None,
+            ))
+        }
+    }
+}
+
+pub async fn bulk(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ServerError> {
+    let p = state.principal(&req).await?;
+    let limit = state.config.scim.bulk_max_payload_bytes;
+    let body = read_json(payload, limit).await.map_err(|e| match e {
+        ServerError::PayloadTooLarge(_) => ServerError::PayloadTooLarge(format!(
+            "the bulk request exceeds maxPayloadSize ({limit} bytes)"
+        )),
+        other => other,
+    })?;
+    let request = BulkRequest::parse(&body).map_err(|e| ServerError::bad("invalidSyntax", e))?;
+    let max_ops = state.config.scim.bulk_max_operations;
+    if request.operations.len() > max_ops {
+        return Err(ServerError::PayloadTooLarge(format!(
+            "the bulk request has {} operations; maxOperations is {max_ops}",
+            request.operations.len()
+        )));
+    }
+    let base = state.base_url(&req);
+    let n = request.operations.len();
+    let mut results: Vec<Option<Value>> = vec![None; n];
+    let mut created: HashMap<String, String> = HashMap::new();
+    let mut pending: Vec<usize> = (0..n).collect();
+    let mut errors = 0usize;
+    let fail_limit = request.fail_on_errors.unwrap_or(usize::MAX);
+    'outer: while !pending.is_empty() {
+        let mut progressed = false;
+        let mut still = Vec::new();
+        for i in pending {
+            let op = &request.operations[i];
+            let refs = references(op);
+            let failed_ref = refs.iter().find(|r| {
+                request.operations.iter().enumerate().any(|(j, o)| {
+                    o.bulk_id.as_deref() == Some(r.as_str())
+                        && results[j]
+                            .as_ref()
+                            .is_some_and(|v| v.get("response").is_some())
+                })
+            });
+            let ready = refs.iter().all(|r| created.contains_key(r));
+            if !ready && failed_ref.is_none() {
+                still.push(i);
+                continue;
+            }
+            progressed = true;
+            let mut op = op.clone();
+            let outcome = match failed_ref {
+                Some(r) => Err(ServerError::bad(
+                    "invalidValue",
+                    format!("bulkId {r:?} refers to an operation that failed"),
+                )),
+                None => {
+                    substitute(&mut op, &created);
+                    run_one(&state, &req, &p, &op, &base).await
+                }
+            };
+            let mut entry = json!({"method": op.method.as_str()});
+            if let Some(b) = &op.bulk_id {
+                entry["bulkId"] = json!(b);
+            }
+            match outcome {
+                Ok((status, location, version, new_id)) => {
+                    entry["status"] = json!(status.to_string());
+                    if let Some(l) = location {
+                        entry["location"] = json!(l);
+                    }
+                    if let Some(v) = version {
+                        entry["version"] = json!(v);
+                    }
+                    if let (Some(b), Some(id)) = (&op.bulk_id, new_id) {
+                        created.insert(b.clone(), id);
+                    }
+                }
+                Err(e) => {
+                    let (status, scim_type, detail) = e.parts();
+                    entry["status"] = json!(status.as_u16().to_string());
+                    entry["response"] = error_body(status.as_u16(), scim_type, &detail);
+                    errors += 1;
+                }
+            }
+            results[i] = Some(entry);
+            if errors >= fail_limit {
+                break 'outer;
+            }
+        }
+        if !progressed {
+            // Unresolvable references (unknown bulkIds or a cycle).
+            for i in still {
+                let op = &request.operations[i];
+                let mut entry = json!({"method": op.method.as_str()});
+                if let Some(b) = &op.bulk_id {
+                    entry["bulkId"] = json!(b);
+                }
+                let detail = format!("unresolved bulkId reference(s): {:?}", references(op));
+                entry["status"] = json!("409");
+                entry["response"] = error_body(409, Some("invalidValue"), &detail);
+                results[i] = Some(entry);
+                errors += 1;
+                if errors >= fail_limit {
+                    break;
+                }
+            }
+            break;
+        }
+        pending = still;
+    }
+    let ops: Vec<Value> = results.into_iter().flatten().collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"schemas": [BULK_RESPONSE_SCHEMA], "Operations": ops}),
+    ))
+}
