@@ -6,7 +6,9 @@ RUN cargo build --release --bin scimhub
 
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl \
-    && rm -rf /var/lib/apt/lists/* && useradd --system --home /var/lib/scimhub scimhub
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --create-home --home-dir /var/lib/scimhub scimhub \
+    && install -d -o scimhub -g scimhub /var/lib/scimhub/scimhub-data
 COPY --from=build /src/target/release/scimhub /usr/local/bin/scimhub
 COPY scim-server/config.default.toml /etc/scimhub/config.toml
 USER scimhub

@@ -8,7 +8,9 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::{Value, json};
 use store::ResourceKind;
 
-use super::resources::{create_resource, delete_resource, patch_resource, replace_resource};
+use super::resources::{
+    UpdateTarget, create_resource, delete_resource, patch_resource, replace_resource,
+};
 use super::{AppState, json_response, kind_of, read_json};
 use crate::error::ServerError;
 use crate::wire::bulk::{BulkMethod, BulkOperation, BulkRequest, references, substitute};
@@ -54,33 +56,25 @@ async fn run_one(
             Ok((201, Some(loc(&r)), Some(r.etag()), Some(r.id)))
         }
         BulkMethod::Put => {
-            let r = replace_resource(
-                state,
-                p,
-                req,
+            let id = need_id()?;
+            let target = UpdateTarget {
                 kind,
-                &need_id()?,
-                data,
-                op.version.as_deref(),
-                // A bulk response carries no resource bodies.
-                store::Load::NONE,
-            )
-            .await?;
+                id: &id,
+                if_match: op.version.as_deref(),
+            };
+            // A bulk response carries no resource bodies.
+            let r = replace_resource(state, p, req, target, data, store::Load::NONE).await?;
             Ok((200, Some(loc(&r)), Some(r.etag()), None))
         }
         BulkMethod::Patch => {
-            let r = patch_resource(
-                state,
-                p,
-                req,
+            let id = need_id()?;
+            let target = UpdateTarget {
                 kind,
-                &need_id()?,
-                data,
-                op.version.as_deref(),
-                // A bulk response carries no resource bodies.
-                store::Load::NONE,
-            )
-            .await?;
+                id: &id,
+                if_match: op.version.as_deref(),
+            };
+            // A bulk response carries no resource bodies.
+            let r = patch_resource(state, p, req, target, data, store::Load::NONE).await?;
             Ok((200, Some(loc(&r)), Some(r.etag()), None))
         }
         BulkMethod::Delete => {

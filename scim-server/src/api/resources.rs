@@ -376,16 +376,23 @@ pub(crate) async fn create_resource(
         .await?)
 }
 
+/// The resource an update addresses, with the version the client expects it to have.
+#[derive(Clone, Copy)]
+pub(crate) struct UpdateTarget<'a> {
+    pub kind: ResourceKind,
+    pub id: &'a str,
+    pub if_match: Option<&'a str>,
+}
+
 pub(crate) async fn replace_resource(
     state: &AppState,
     p: &Principal,
     req: &HttpRequest,
-    kind: ResourceKind,
-    id: &str,
+    target: UpdateTarget<'_>,
     body: &Value,
-    if_match: Option<&str>,
     load: Load,
 ) -> Result<StoredResource, ServerError> {
+    let UpdateTarget { kind, id, if_match } = target;
     state
         .require(p.can_write(kind), p, req, &scope_name(kind, "write"))
         .await?;
@@ -437,12 +444,11 @@ pub(crate) async fn patch_resource(
     state: &AppState,
     p: &Principal,
     req: &HttpRequest,
-    kind: ResourceKind,
-    id: &str,
+    target: UpdateTarget<'_>,
     body: &Value,
-    if_match: Option<&str>,
     load: Load,
 ) -> Result<StoredResource, ServerError> {
+    let UpdateTarget { kind, id, if_match } = target;
     state
         .require(p.can_write(kind), p, req, &scope_name(kind, "write"))
         .await?;
@@ -562,13 +568,14 @@ async fn update_and_respond(
     let body = read_json(payload, state.config.server.max_body_bytes).await?;
     let if_match = if_match(req);
     let load = load_for(state.store.registry(), kind, &proj);
+    let target = UpdateTarget {
+        kind,
+        id,
+        if_match: if_match.as_deref(),
+    };
     let r = match how {
-        Update::Replace => {
-            replace_resource(state, p, req, kind, id, &body, if_match.as_deref(), load).await?
-        }
-        Update::Patch => {
-            patch_resource(state, p, req, kind, id, &body, if_match.as_deref(), load).await?
-        }
+        Update::Replace => replace_resource(state, p, req, target, &body, load).await?,
+        Update::Patch => patch_resource(state, p, req, target, &body, load).await?,
     };
     Ok(resource_response(
         StatusCode::OK,
