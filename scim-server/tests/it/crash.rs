@@ -60,7 +60,7 @@ async fn start(db: &str, token: &str) -> HubProcess {
         .spawn()
         .unwrap();
     let url = format!("http://127.0.0.1:{port}/scim/v2");
-    let c = reqwest::Client::new();
+    let c = crate::http_client();
     for _ in 0..200 {
         if c.get(format!("{url}/ServiceProviderConfig"))
             .bearer_auth(token)
@@ -105,7 +105,7 @@ async fn kill_9_loses_nothing_acknowledged() {
 
     consumer.fail_always(Fault::ServerError);
     let mut hub = start(&db, &token).await;
-    let c = reqwest::Client::new();
+    let c = crate::http_client();
     let mut acknowledged = Vec::new();
     for i in 0..40 {
         let r = c

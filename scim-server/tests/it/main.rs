@@ -22,6 +22,13 @@ use scim_server::config::Config;
 use scim_server::server;
 use store::{Actor, Store};
 
+/// An HTTP client for tests that talk to a hub they did not start in-process (a child
+/// process, a reference server): reqwest is built without a default TLS crypto provider.
+pub fn http_client() -> reqwest::Client {
+    conformance::install_crypto_provider();
+    reqwest::Client::new()
+}
+
 pub struct Hub {
     pub base_url: String,
     pub token: String,
@@ -71,7 +78,7 @@ impl Hub {
     }
 
     pub fn client(&self) -> reqwest::Client {
-        reqwest::Client::new()
+        http_client()
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -286,7 +286,7 @@ async fn request_log(format: &str) -> Vec<String> {
         assert!(Instant::now() < deadline, "the hub did not start");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let c = reqwest::Client::new();
+    let c = crate::http_client();
     let base = format!("http://{addr}");
     let requests: Vec<(&str, reqwest::RequestBuilder)> = vec![
         ("it-1", c.get(format!("{base}/healthz"))),

@@ -767,7 +767,7 @@ async fn python_reference_server_as_consumers() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let client = reqwest::Client::new();
+    let client = crate::http_client();
     for _ in 0..100 {
         if client
             .get(format!(

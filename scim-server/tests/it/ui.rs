@@ -19,6 +19,7 @@ pub fn root(hub: &Hub) -> String {
 }
 
 fn client() -> reqwest::Client {
+    conformance::install_crypto_provider();
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()

@@ -76,7 +76,7 @@ struct Browser {
 
 impl Browser {
     async fn start(driver: &Driver, chromium: &Path, profile: &Path) -> Browser {
-        let http = reqwest::Client::new();
+        let http = crate::http_client();
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "pageLoadStrategy": "normal",
