@@ -152,6 +152,12 @@ impl Store {
                 .create_if_missing(true)
                 // Reads map the file instead of a pread per page (LDAP lookups are hot).
                 .pragma("mmap_size", "268435456")
+                // Statement journals in memory: otherwise every multi-row write creates,
+                // writes and unlinks a temporary file.
+                .pragma("temp_store", "memory")
+                // 32 MiB of page cache per connection (the default is 2 MiB): a write
+                // touches the index b-trees at scattered pages.
+                .pragma("cache_size", "-32768")
         });
         let db = Database::connect(co).await?;
         let backend = db.get_database_backend();
