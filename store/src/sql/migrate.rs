@@ -58,7 +58,7 @@ pub fn latest_version() -> i64 {
 /// Versions this build knows that the database has not applied. Versions are applied by
 /// set rather than by maximum, so that a migration numbered below one already applied (two
 /// lines of work merged in another order) is still applied.
-pub(crate) async fn missing_versions(db: &DatabaseConnection) -> Result<Vec<i64>, StoreError> {
+pub(crate) async fn missing_versions(db: &impl ConnectionTrait) -> Result<Vec<i64>, StoreError> {
     let backend = db.get_database_backend();
     let rows = db
         .query_all_raw(stmt("SELECT version FROM schema_migrations", vec![]).build(backend))
@@ -74,7 +74,7 @@ pub(crate) async fn missing_versions(db: &DatabaseConnection) -> Result<Vec<i64>
         .collect())
 }
 
-pub(crate) async fn current_version(db: &DatabaseConnection) -> Result<i64, StoreError> {
+pub(crate) async fn current_version(db: &impl ConnectionTrait) -> Result<i64, StoreError> {
     let backend = db.get_database_backend();
     let row = db
         .query_one_raw(
@@ -93,49 +93,56 @@ pub(crate) async fn current_version(db: &DatabaseConnection) -> Result<i64, Stor
 
 pub(crate) async fn run(db: &DatabaseConnection) -> Result<(), StoreError> {
     let backend = db.get_database_backend();
-    db.execute_unprepared(
+    // Every pending migration in one transaction. On PostgreSQL it first takes a
+    // transaction-scoped advisory lock, so two instances starting together do not both
+    // migrate, and the lock ends with the transaction: a session lock would stay with
+    // whichever pooled connection took it and block every later process for good.
+    let txn = db.begin().await?;
+    if backend == DbBackend::Postgres {
+        txn.execute_unprepared("SELECT pg_advisory_xact_lock(74061)")
+            .await?;
+    }
+    txn.execute_unprepared(
         "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL, applied_at TEXT NOT NULL)",
     )
     .await?;
-    if backend == DbBackend::Postgres {
-        // Two instances starting together must not both migrate.
-        db.execute_unprepared("SELECT pg_advisory_lock(74061)")
-            .await?;
+    let current = current_version(&txn).await?;
+    if current > latest_version() {
+        return Err(StoreError::Config(format!(
+            "the database is at schema version {current}, newer than this build ({}); upgrade scimhub",
+            latest_version()
+        )));
     }
-    let result = async {
-        let current = current_version(db).await?;
-        if current > latest_version() {
-            return Err(StoreError::Config(format!(
-                "the database is at schema version {current}, newer than this build ({}); upgrade scimhub",
-                latest_version()
-            )));
+    let missing = missing_versions(&txn).await?;
+    let mut pending: Vec<&(i64, &str, &str)> = MIGRATIONS
+        .iter()
+        .filter(|m| missing.contains(&m.0))
+        .collect();
+    pending.sort_by_key(|m| m.0);
+    for (version, description, ddl) in &pending {
+        for statement in render(ddl, backend)
+            .split(';')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            txn.execute_unprepared(statement).await?;
         }
-        let missing = missing_versions(db).await?;
-        let mut pending: Vec<&(i64, &str, &str)> =
-            MIGRATIONS.iter().filter(|m| missing.contains(&m.0)).collect();
-        pending.sort_by_key(|m| m.0);
-        for (version, description, ddl) in pending {
-            let txn = db.begin().await?;
-            for statement in render(ddl, backend).split(';').map(str::trim).filter(|s| !s.is_empty()) {
-                txn.execute_unprepared(statement).await?;
-            }
-            txn.execute_raw(
-                stmt(
-                    "INSERT INTO schema_migrations (version, description, applied_at) VALUES (?, ?, ?)",
-                    vec![(*version).into(), (*description).into(), crate::model::now_timestamp().into()],
-                )
-                .build(backend),
+        txn.execute_raw(
+            stmt(
+                "INSERT INTO schema_migrations (version, description, applied_at) VALUES (?, ?, ?)",
+                vec![
+                    (*version).into(),
+                    (*description).into(),
+                    crate::model::now_timestamp().into(),
+                ],
             )
-            .await?;
-            txn.commit().await?;
-            tracing::info!(version, description, "applied database migration");
-        }
-        Ok(())
+            .build(backend),
+        )
+        .await?;
     }
-    .await;
-    if backend == DbBackend::Postgres {
-        db.execute_unprepared("SELECT pg_advisory_unlock(74061)")
-            .await?;
+    txn.commit().await?;
+    for (version, description, _) in pending {
+        tracing::info!(version, description, "applied database migration");
     }
-    result
+    Ok(())
 }

@@ -361,3 +361,25 @@ async fn tokens_and_passwords() {
             .is_none()
     );
 }
+
+/// A second process opening the database while the first keeps its pool (a CLI command
+/// beside a running hub, a second instance) migrates nothing and must not wait on it.
+#[tokio::test]
+async fn a_second_store_opens_the_database_while_the_first_is_open() {
+    let url = store::test_db::fresh_database_url()
+        .await
+        .expect("test database");
+    let first = Store::connect(&url, SchemaRegistry::builtin(), StoreOptions::default())
+        .await
+        .expect("first connect");
+    user(&first, "before").await;
+    let second = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        Store::connect(&url, SchemaRegistry::builtin(), StoreOptions::default()),
+    )
+    .await
+    .expect("the second open waited on the first")
+    .expect("second connect");
+    user(&second, "after").await;
+    assert_eq!(first.count(ResourceKind::User, None).await.unwrap(), 2);
+}
