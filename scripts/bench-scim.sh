@@ -15,6 +15,7 @@ case "${1:-sqlite}" in
   postgres*)
     name="scimhub_bench_$$"
     PGOPTIONS="-c client_min_messages=warning" psql "$1" -qc "CREATE DATABASE $name"
+    trap 'kill $(jobs -p) 2>/dev/null || true; wait; rm -rf "$work"; PGOPTIONS="-c client_min_messages=warning" psql "$1" -qc "DROP DATABASE IF EXISTS $name"' EXIT
     db="${1%/*}/$name" ;;
   *) db="sqlite://$work/bench.db?mode=rwc" ;;
 esac
