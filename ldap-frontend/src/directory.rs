@@ -864,11 +864,8 @@ impl Directory {
                 Vec::new(),
             )];
         }
-        let time_limit = match (req.timelimit.max(0) as u64, self.cfg.max_time_limit_seconds) {
-            (0, 0) => None,
-            (0, m) | (m, 0) => Some(m),
-            (a, b) => Some(a.min(b)),
-        };
+        let time_limit =
+            effective_time_limit(req.timelimit.max(0) as u64, self.cfg.max_time_limit_seconds);
         let is_paged = paged.is_some();
         let work = self.search_inner(session, id, &req, paged);
         let outcome = match time_limit {
@@ -1234,4 +1231,26 @@ fn service_filter_may_match(f: &LdapFilter) -> bool {
         }
     }
     matches!(eval(f), T::True | T::Maybe)
+}
+
+/// The time limit a search runs under, in seconds: the client's (0: none asked), capped by
+/// the server's maximum (0: no maximum); `None` when neither sets one.
+fn effective_time_limit(requested: u64, server_max: u64) -> Option<u64> {
+    match (requested, server_max) {
+        (0, 0) => None,
+        (0, m) | (m, 0) => Some(m),
+        (a, b) => Some(a.min(b)),
+    }
+}
+
+#[cfg(test)]
+mod time_limit_tests {
+    #[test]
+    fn the_server_maximum_caps_the_client_time_limit() {
+        assert_eq!(super::effective_time_limit(0, 0), None);
+        assert_eq!(super::effective_time_limit(0, 60), Some(60));
+        assert_eq!(super::effective_time_limit(5, 60), Some(5));
+        assert_eq!(super::effective_time_limit(600, 60), Some(60));
+        assert_eq!(super::effective_time_limit(7, 0), Some(7));
+    }
 }
