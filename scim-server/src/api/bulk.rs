@@ -55,7 +55,7 @@ async fn run_one(
             let r = create_resource(state, p, req, kind, data).await?;
             Ok((201, Some(loc(&r)), Some(r.etag()), Some(r.id)))
         }
-        BulkMethod::Put => {
+        BulkMethod::Put | BulkMethod::Patch => {
             let id = need_id()?;
             let target = UpdateTarget {
                 kind,
@@ -63,18 +63,12 @@ async fn run_one(
                 if_match: op.version.as_deref(),
             };
             // A bulk response carries no resource bodies.
-            let r = replace_resource(state, p, req, target, data, store::Load::NONE).await?;
-            Ok((200, Some(loc(&r)), Some(r.etag()), None))
-        }
-        BulkMethod::Patch => {
-            let id = need_id()?;
-            let target = UpdateTarget {
-                kind,
-                id: &id,
-                if_match: op.version.as_deref(),
+            let load = store::Load::NONE;
+            let r = if op.method == BulkMethod::Put {
+                replace_resource(state, p, req, target, data, load).await?
+            } else {
+                patch_resource(state, p, req, target, data, load).await?
             };
-            // A bulk response carries no resource bodies.
-            let r = patch_resource(state, p, req, target, data, store::Load::NONE).await?;
             Ok((200, Some(loc(&r)), Some(r.etag()), None))
         }
         BulkMethod::Delete => {

@@ -55,10 +55,17 @@ pub fn latest_version() -> i64 {
     MIGRATIONS.iter().map(|m| m.0).max().unwrap_or(0)
 }
 
-/// Versions this build knows that the database has not applied. Versions are applied by
-/// set rather than by maximum, so that a migration numbered below one already applied (two
-/// lines of work merged in another order) is still applied.
-pub(crate) async fn missing_versions(db: &impl ConnectionTrait) -> Result<Vec<i64>, StoreError> {
+/// What the database has applied, read in one query.
+pub(crate) struct SchemaState {
+    /// The newest applied version (0: none).
+    pub current: i64,
+    /// Versions this build knows that the database has not applied. Versions are applied
+    /// by set rather than by maximum, so that a migration numbered below one already
+    /// applied (two lines of work merged in another order) is still applied.
+    pub missing: Vec<i64>,
+}
+
+pub(crate) async fn schema_state(db: &impl ConnectionTrait) -> Result<SchemaState, StoreError> {
     let backend = db.get_database_backend();
     let rows = db
         .query_all_raw(stmt("SELECT version FROM schema_migrations", vec![]).build(backend))
@@ -67,28 +74,14 @@ pub(crate) async fn missing_versions(db: &impl ConnectionTrait) -> Result<Vec<i6
         .iter()
         .map(|r| r.try_get_by_index::<i64>(0))
         .collect::<Result<std::collections::BTreeSet<i64>, _>>()?;
-    Ok(MIGRATIONS
-        .iter()
-        .map(|m| m.0)
-        .filter(|v| !applied.contains(v))
-        .collect())
-}
-
-pub(crate) async fn current_version(db: &impl ConnectionTrait) -> Result<i64, StoreError> {
-    let backend = db.get_database_backend();
-    let row = db
-        .query_one_raw(
-            stmt(
-                "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
-                vec![],
-            )
-            .build(backend),
-        )
-        .await?;
-    Ok(row
-        .map(|r| r.try_get_by_index::<i64>(0))
-        .transpose()?
-        .unwrap_or(0))
+    Ok(SchemaState {
+        current: applied.last().copied().unwrap_or(0),
+        missing: MIGRATIONS
+            .iter()
+            .map(|m| m.0)
+            .filter(|v| !applied.contains(v))
+            .collect(),
+    })
 }
 
 pub(crate) async fn run(db: &DatabaseConnection) -> Result<(), StoreError> {
@@ -106,14 +99,13 @@ pub(crate) async fn run(db: &DatabaseConnection) -> Result<(), StoreError> {
         "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL, applied_at TEXT NOT NULL)",
     )
     .await?;
-    let current = current_version(&txn).await?;
+    let SchemaState { current, missing } = schema_state(&txn).await?;
     if current > latest_version() {
         return Err(StoreError::Config(format!(
             "the database is at schema version {current}, newer than this build ({}); upgrade scimhub",
             latest_version()
         )));
     }
-    let missing = missing_versions(&txn).await?;
     let mut pending: Vec<&(i64, &str, &str)> = MIGRATIONS
         .iter()
         .filter(|m| missing.contains(&m.0))

@@ -200,8 +200,10 @@ impl Store {
 
     /// Whether the database answers and its schema is the one this build expects.
     pub async fn readiness(&self) -> Result<(), StoreError> {
-        let v = migrate::current_version(&self.db).await?;
-        let missing = migrate::missing_versions(&self.db).await?;
+        let migrate::SchemaState {
+            current: v,
+            missing,
+        } = migrate::schema_state(&self.db).await?;
         if v != latest_version() || !missing.is_empty() {
             return Err(StoreError::Config(format!(
                 "database schema version {v} lacks migrations {missing:?} of this build (version {})",
