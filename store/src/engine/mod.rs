@@ -91,6 +91,10 @@ pub fn decide(
     let wanted = current
         .filter(|full| view::in_scope(reg, spec, kind, full))
         .filter(|_| link.is_none_or(|l| l.hold.is_none()))
+        // A User who is no longer active has left, whatever the scope says: where leavers
+        // are deleted, the account goes (and none is made). Where they are deactivated, the
+        // account is kept in step with active=false, which is that de-provisioning.
+        .filter(|full| !(spec.deprovision == Deprovision::Delete && is_inactive(kind, full)))
         .map(|full| view::outbound_view(reg, &spec.attributes, kind, full));
     let linked = link.filter(|l| l.remote_id.is_some() && l.state != LinkState::Removed);
     match (wanted, linked) {
@@ -119,6 +123,11 @@ pub fn decide(
             }
         }
     }
+}
+
+/// A User whose `active` is false.
+fn is_inactive(kind: ResourceKind, full: &Value) -> bool {
+    kind == ResourceKind::User && full.get("active") == Some(&Value::Bool(false))
 }
 
 #[cfg(test)]
@@ -173,6 +182,23 @@ mod tests {
         assert_eq!(
             decide(&reg, &spec, k, Some(&inactive), Some(&deact)),
             Decision::Nothing
+        );
+        // A leaver goes as the consumer de-provisions, whatever the scope's wording.
+        let delete: ConsumerSpec =
+            serde_json::from_value(json!({"scope": "userName pr", "deprovision": "delete"}))
+                .unwrap();
+        assert_eq!(
+            decide(&reg, &delete, k, Some(&inactive), Some(&l)),
+            Decision::Deprovision(Deprovision::Delete)
+        );
+        assert_eq!(
+            decide(&reg, &delete, k, Some(&inactive), None),
+            Decision::Nothing,
+            "no account is made for a leaver"
+        );
+        let keep: ConsumerSpec = serde_json::from_value(json!({"scope": "userName pr"})).unwrap();
+        assert!(
+            matches!(decide(&reg, &keep, k, Some(&inactive), Some(&l)), Decision::Update { ref ops, .. } if ops == &vec![json!({"op": "replace", "path": "active", "value": false})])
         );
         let renamed = json!({"id": "u", "userName": "b", "active": true});
         assert!(

@@ -247,7 +247,9 @@ pub fn remove_path(reg: &SchemaRegistry, kind: ResourceKind, v: &mut Value, p: &
     }
 }
 
-fn render_template(reg: &SchemaRegistry, kind: ResourceKind, full: &Value, t: &str) -> String {
+/// Renders `{path}` placeholders with `value` (the first of several values; absent as
+/// nothing), trimmed.
+fn render_template(t: &str, mut value: impl FnMut(&str) -> Option<Value>) -> String {
     let mut out = String::new();
     let mut rest = t;
     while let Some(i) = rest.find('{') {
@@ -257,7 +259,7 @@ fn render_template(reg: &SchemaRegistry, kind: ResourceKind, full: &Value, t: &s
             return out;
         };
         let p = rest[i + 1..i + j].trim();
-        match get_path(reg, kind, full, p) {
+        match value(p) {
             Some(Value::String(s)) => out.push_str(&s),
             Some(Value::Array(a)) => {
                 if let Some(first) = a.first() {
@@ -276,6 +278,90 @@ fn render_template(reg: &SchemaRegistry, kind: ResourceKind, full: &Value, t: &s
     }
     out.push_str(rest);
     out.trim().to_string()
+}
+
+/// A policy path as lower-case segments (extension URN, attribute, sub-attribute), so that
+/// paths compare whatever their spelling (`name.givenName`, the URN-qualified core form).
+fn segments(reg: &SchemaRegistry, kind: ResourceKind, p: &str) -> Option<Vec<String>> {
+    match resolve_path(reg, kind, p) {
+        Ok(pp) => {
+            if let Some(u) = pp.whole_ext {
+                return Some(vec![u.to_ascii_lowercase()]);
+            }
+            let mut s: Vec<String> = pp.ext.map(str::to_ascii_lowercase).into_iter().collect();
+            s.push(pp.attr.name.to_ascii_lowercase());
+            s.extend(pp.sub.map(|sub| sub.name.to_ascii_lowercase()));
+            Some(s)
+        }
+        Err(e) if e == "externalId" => Some(vec!["externalid".into()]),
+        Err(_) => None,
+    }
+}
+
+/// One path holds the other (`name` and `name.givenName`, an extension and its attributes).
+fn overlaps(a: &[String], b: &[String]) -> bool {
+    a.starts_with(b) || b.starts_with(a)
+}
+
+/// An attribute a transform wrote, and the hub attributes its value came from.
+struct Derived {
+    target: String,
+    segments: Vec<String>,
+    sources: Vec<Vec<String>>,
+}
+
+/// Provenance of what the transforms wrote into the view being built, so that a
+/// restriction on a hub attribute also removes every copy of it.
+#[derive(Default)]
+struct Provenance {
+    derived: Vec<Derived>,
+}
+
+impl Provenance {
+    /// The hub attributes the value now at `path` comes from: the attribute itself unless a
+    /// transform overwrote it whole, and the sources of what transforms wrote in or over it.
+    fn sources_of(&self, path: &[String]) -> Vec<Vec<String>> {
+        let overwritten = self
+            .derived
+            .iter()
+            .any(|d| path.starts_with(&d.segments));
+        let mut out: Vec<Vec<String>> = if overwritten {
+            Vec::new()
+        } else {
+            vec![path.to_vec()]
+        };
+        for d in self.derived.iter().filter(|d| overlaps(&d.segments, path)) {
+            out.extend(d.sources.iter().cloned());
+        }
+        out
+    }
+
+    fn record(&mut self, target: &str, segments: Vec<String>, sources: Vec<Vec<String>>) {
+        // What is written over replaces what earlier transforms wrote there.
+        self.derived.retain(|d| !d.segments.starts_with(&segments));
+        self.derived.push(Derived {
+            target: target.to_string(),
+            segments,
+            sources,
+        });
+    }
+
+    /// Targets whose value was derived from (part of) `hidden`.
+    fn derived_from<'a>(&'a self, hidden: &'a [String]) -> impl Iterator<Item = &'a str> + 'a {
+        self.derived
+            .iter()
+            .filter(move |d| d.sources.iter().any(|s| overlaps(s, hidden)))
+            .map(|d| d.target.as_str())
+    }
+}
+
+/// Computed attributes the view never carries (`groups`, `members`): transforms read them
+/// from the hub's resource.
+fn is_computed(segments: &[String]) -> bool {
+    matches!(
+        segments.first().map(String::as_str),
+        Some("groups" | "members")
+    )
 }
 
 fn when_matches(
@@ -305,8 +391,10 @@ pub fn in_scope(
 }
 
 /// The representation a consumer receives: no hub id, meta, members or groups (members go
-/// as deltas), `externalId` = the hub's id, then transforms, the allowlist and privacy
-/// restrictions, in that order.
+/// as deltas), `externalId` = the hub's id; then the transforms in order, each reading the
+/// view as the transforms before it left it (their `when` is evaluated against the hub's
+/// resource); then the allowlist; then the privacy restrictions, which remove the hidden
+/// attributes and every attribute a transform derived from one of them.
 pub fn outbound_view(
     reg: &SchemaRegistry,
     policy: &AttributePolicy,
@@ -321,21 +409,38 @@ pub fn outbound_view(
         let id = o.remove("id").unwrap_or(Value::Null);
         o.insert("externalId".into(), id);
     }
+    let mut provenance = Provenance::default();
     for t in &policy.transforms {
         if !when_matches(reg, kind, full, t.when.as_deref()) {
             continue;
         }
+        let Some(target) = segments(reg, kind, &t.target) else {
+            continue;
+        };
+        let mut sources: Vec<Vec<String>> = Vec::new();
+        let mut read = |p: &str| -> Option<Value> {
+            let segs = segments(reg, kind, p)?;
+            if is_computed(&segs) {
+                sources.push(segs);
+                return get_path(reg, kind, full, p);
+            }
+            sources.extend(provenance.sources_of(&segs));
+            get_path(reg, kind, &out, p)
+        };
         let value = if let Some(c) = &t.constant {
             Some(c.clone())
         } else if let Some(from) = &t.from {
-            get_path(reg, kind, full, from)
+            read(from)
         } else {
             t.template
                 .as_deref()
-                .map(|tpl| Value::String(render_template(reg, kind, full, tpl)))
+                .map(|tpl| Value::String(render_template(tpl, &mut read)))
         };
         match value {
-            Some(v) if !v.is_null() && v != "" => set_path(reg, kind, &mut out, &t.target, v),
+            Some(v) if !v.is_null() && v != "" => {
+                set_path(reg, kind, &mut out, &t.target, v);
+                provenance.record(&t.target, target, sources);
+            }
             _ => {}
         }
     }
@@ -358,9 +463,20 @@ pub fn outbound_view(
         out = kept;
     }
     for r in &policy.restrictions {
-        if when_matches(reg, kind, full, Some(&r.when)) {
-            for p in &r.hide {
-                remove_path(reg, kind, &mut out, p);
+        if !when_matches(reg, kind, full, Some(&r.when)) {
+            continue;
+        }
+        for p in &r.hide {
+            remove_path(reg, kind, &mut out, p);
+            let Some(hidden) = segments(reg, kind, p) else {
+                continue;
+            };
+            let copies: Vec<String> = provenance
+                .derived_from(&hidden)
+                .map(str::to_string)
+                .collect();
+            for target in copies {
+                remove_path(reg, kind, &mut out, &target);
             }
         }
     }
@@ -478,6 +594,88 @@ mod tests {
             json!({"name": {"givenName": "Wes", "familyName": "Doe"}, "title": "Student", "userName": "jdoe", "externalId": "hub-1", "active": true,
                    "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"]})
         );
+    }
+
+    #[test]
+    fn transforms_compose_over_the_view_being_built() {
+        let reg = SchemaRegistry::builtin();
+        let full = json!({
+            "id": "hub-1", "userName": "jwharding", "displayName": "John Harding",
+            "name": {"givenName": "John", "familyName": "Harding"}, "nickName": "Wes",
+            "groups": [{"value": "g", "display": "Students"}]
+        });
+        let policy: AttributePolicy = serde_json::from_value(json!({
+            "include": ["name", "displayName", "title", "profileUrl"],
+            "transforms": [
+                {"target": "name.givenName", "from": "nickName", "when": "nickName pr"},
+                {"target": "displayName", "template": "{name.givenName} {name.familyName}"},
+                {"target": "title", "from": "displayName"},
+                {"target": "profileUrl", "template": "https://x.example/{externalId}/{groups.display}"}
+            ]
+        }))
+        .unwrap();
+        let v = outbound_view(&reg, &policy, ResourceKind::User, &full);
+        assert_eq!(v["name"]["givenName"], "Wes");
+        assert_eq!(v["displayName"], "Wes Harding", "reads the transformed givenName");
+        assert_eq!(v["title"], "Wes Harding", "reads the transformed displayName");
+        assert_eq!(v["profileUrl"], "https://x.example/hub-1/Students");
+        assert!(!v.to_string().contains("John"), "the legal name does not leak: {v}");
+    }
+
+    #[test]
+    fn restrictions_remove_every_copy_of_a_hidden_attribute() {
+        let reg = SchemaRegistry::builtin();
+        let full = json!({
+            "id": "hub-1", "userName": "jdoe", "title": "Student",
+            "name": {"givenName": "John", "familyName": "Doe"}, "nickName": "Wes",
+            "emails": [{"value": "j@x.example", "type": "work"}]
+        });
+        let policy: AttributePolicy = serde_json::from_value(json!({
+            "transforms": [
+                {"target": "name.givenName", "from": "nickName"},
+                {"target": "displayName", "template": "{name.givenName} {name.familyName}"},
+                {"target": "profileUrl", "template": "mailto:{emails.value}"},
+                {"target": "locale", "constant": "en-US"},
+                {"target": "userType", "from": "title"}
+            ],
+            "restrictions": [{"when": "title eq \"student\"", "hide": ["NICKNAME", "emails"]}]
+        }))
+        .unwrap();
+        let v = outbound_view(&reg, &policy, ResourceKind::User, &full);
+        for gone in ["nickName", "displayName", "profileUrl", "emails"] {
+            assert!(v.get(gone).is_none(), "{gone} must not survive: {v}");
+        }
+        assert!(
+            v["name"].get("givenName").is_none(),
+            "a copy of a hidden attribute goes: {v}"
+        );
+        assert_eq!(v["name"]["familyName"], "Doe");
+        assert_eq!(v["locale"], "en-US");
+        assert_eq!(v["userType"], "Student");
+        // Overwriting a copy with something else ends its provenance.
+        let policy: AttributePolicy = serde_json::from_value(json!({
+            "transforms": [
+                {"target": "displayName", "from": "nickName"},
+                {"target": "displayName", "from": "title"}
+            ],
+            "restrictions": [{"when": "title pr", "hide": ["nickName"]}]
+        }))
+        .unwrap();
+        let v = outbound_view(&reg, &policy, ResourceKind::User, &full);
+        assert_eq!(v["displayName"], "Student");
+        // Hiding part of what a template read hides the result; hiding the whole of a
+        // transformed attribute hides what was written into it.
+        let policy: AttributePolicy = serde_json::from_value(json!({
+            "transforms": [
+                {"target": "name.givenName", "from": "nickName"},
+                {"target": "displayName", "template": "{name.familyName}, {name.givenName}"}
+            ],
+            "restrictions": [{"when": "title pr", "hide": ["name.familyName"]}]
+        }))
+        .unwrap();
+        let v = outbound_view(&reg, &policy, ResourceKind::User, &full);
+        assert!(v.get("displayName").is_none(), "{v}");
+        assert_eq!(v["name"], json!({"givenName": "Wes"}));
     }
 
     #[test]
