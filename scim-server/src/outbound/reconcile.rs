@@ -55,7 +55,7 @@ pub struct ReconcileReport {
 
 /// Whether everything in `sent` is in `remote` (consumers add defaults and computed values;
 /// those are not drift).
-fn contains(sent: &Value, remote: Option<&Value>) -> bool {
+pub(crate) fn contains(sent: &Value, remote: Option<&Value>) -> bool {
     match (sent, remote) {
         (_, None) => sent.is_null(),
         (Value::Object(s), Some(Value::Object(r))) => s.iter().all(|(k, v)| contains(v, r.get(k))),

@@ -88,14 +88,7 @@ pub fn decide(
     current: Option<&Value>,
     link: Option<&Link>,
 ) -> Decision {
-    let wanted = current
-        .filter(|full| view::in_scope(reg, spec, kind, full))
-        .filter(|_| link.is_none_or(|l| l.hold.is_none()))
-        // A User who is no longer active has left, whatever the scope says: where leavers
-        // are deleted, the account goes (and none is made). Where they are deactivated, the
-        // account is kept in step with active=false, which is that de-provisioning.
-        .filter(|full| !(spec.deprovision == Deprovision::Delete && is_inactive(kind, full)))
-        .map(|full| view::outbound_view(reg, &spec.attributes, kind, full));
+    let wanted = wanted(reg, spec, kind, current, link);
     let linked = link.filter(|l| l.remote_id.is_some() && l.state != LinkState::Removed);
     match (wanted, linked) {
         (None, None) => Decision::Nothing,
@@ -123,6 +116,26 @@ pub fn decide(
             }
         }
     }
+}
+
+/// The view the consumer should hold, or `None` when it should hold no (active) account:
+/// the resource is gone, out of scope, held de-provisioned by a fired schedule, or a User
+/// who is no longer active on a consumer that deletes leavers.
+pub fn wanted(
+    reg: &SchemaRegistry,
+    spec: &ConsumerSpec,
+    kind: ResourceKind,
+    current: Option<&Value>,
+    link: Option<&Link>,
+) -> Option<Value> {
+    current
+        .filter(|full| view::in_scope(reg, spec, kind, full))
+        .filter(|_| link.is_none_or(|l| l.hold.is_none()))
+        // A User who is no longer active has left, whatever the scope says: where leavers
+        // are deleted, the account goes (and none is made). Where they are deactivated, the
+        // account is kept in step with active=false, which is that de-provisioning.
+        .filter(|full| !(spec.deprovision == Deprovision::Delete && is_inactive(kind, full)))
+        .map(|full| view::outbound_view(reg, &spec.attributes, kind, full))
 }
 
 /// A User whose `active` is false.

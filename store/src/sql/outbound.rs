@@ -70,7 +70,24 @@ pub struct Claim {
     pub seq: i64,
     pub attempts: i64,
     pub reason: String,
+    /// The lease: its expiry as written at the claim or the last renewal. It is also the
+    /// fencing token: recording the outcome, or renewing, requires the queue row to still
+    /// carry it, so a worker whose lease was taken over cannot overwrite the other's work.
+    pub lease: String,
 }
+
+/// Reasons that make a delivery verify what the consumer holds instead of trusting the link
+/// (`consumer push`, `consumer resync`). They outlive coalescing with ordinary changes.
+pub const FORCED_REASONS: [&str; 2] = ["forced", "resync"];
+
+impl Claim {
+    pub fn is_forced(&self) -> bool {
+        FORCED_REASONS.contains(&self.reason.as_str())
+    }
+}
+
+/// Keeps a pending forced reason when a unit coalesces with other work (SQL `CASE` arm).
+const KEEP_FORCED_REASON: &str = "reason = CASE WHEN outbound_queue.state <> 'in_flight' AND outbound_queue.reason IN ('forced', 'resync') THEN outbound_queue.reason ELSE excluded.reason END";
 
 /// One HTTP exchange of a delivery, for the audit trail.
 #[derive(Debug, Clone, Serialize)]
@@ -148,8 +165,12 @@ pub struct ScheduledActionRow {
 /// What `fail_delivery` did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FailOutcome {
-    Retrying { next_at: String },
+    Retrying {
+        next_at: String,
+    },
     Dead,
+    /// The lease had passed to another worker: only the attempts were recorded.
+    LeaseLost,
 }
 
 const CONSUMER_COLUMNS: &str = "id, name, state, paused_reason, spec, endpoint, consecutive_failures, last_success_at, last_failure_at, created_at, updated_at";
@@ -318,7 +339,7 @@ impl Store {
         )
         .await?;
         let queued = if spec.is_some() && new_spec != current.spec {
-            self.enqueue_resync_in(&txn, &current.id, &new_spec, "resync")
+            self.enqueue_resync_in(&txn, &current.id, &new_spec, "policy")
                 .await?
         } else {
             0
@@ -460,16 +481,16 @@ impl Store {
         // whose completion sees the newer seq and queues it again.
         txn.execute_raw(
             stmt(
-                "INSERT INTO outbound_queue (consumer_id, resource_id, resource_type, seq, reason, state, attempts, next_at, enqueued_at, updated_at) \
+                &format!("INSERT INTO outbound_queue (consumer_id, resource_id, resource_type, seq, reason, state, attempts, next_at, enqueued_at, updated_at) \
                  VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?) \
                  ON CONFLICT (consumer_id, resource_id) DO UPDATE SET \
                    seq = CASE WHEN excluded.seq > outbound_queue.seq THEN excluded.seq ELSE outbound_queue.seq END, \
-                   reason = excluded.reason, \
+                   {KEEP_FORCED_REASON}, \
                    attempts = CASE WHEN outbound_queue.state = 'dead' THEN 0 ELSE outbound_queue.attempts END, \
                    next_at = CASE WHEN outbound_queue.state = 'dead' THEN excluded.next_at ELSE outbound_queue.next_at END, \
                    state = CASE WHEN outbound_queue.state = 'dead' THEN 'pending' ELSE outbound_queue.state END, \
                    dirty = CASE WHEN outbound_queue.state = 'in_flight' THEN 1 ELSE outbound_queue.dirty END, \
-                   updated_at = excluded.updated_at",
+                   updated_at = excluded.updated_at"),
                 vec![
                     consumer_id.into(),
                     resource_id.into(),
@@ -487,8 +508,9 @@ impl Store {
         Ok(())
     }
 
-    /// Queues every resource a consumer subscribes to, and every linked one that no longer
-    /// exists (to be de-provisioned).
+    /// Queues every resource a consumer subscribes to, and every one it holds an account
+    /// for (one that no longer exists, or of a type it no longer subscribes to, is
+    /// de-provisioned).
     async fn enqueue_resync_in(
         &self,
         txn: &DatabaseTransaction,
@@ -503,11 +525,12 @@ impl Store {
             let res = txn
                 .execute_raw(
                     stmt(
-                        "INSERT INTO outbound_queue (consumer_id, resource_id, resource_type, seq, reason, state, attempts, next_at, enqueued_at, updated_at) \
+                        &format!("INSERT INTO outbound_queue (consumer_id, resource_id, resource_type, seq, reason, state, attempts, next_at, enqueued_at, updated_at) \
                          SELECT ?, r.id, r.resource_type, ?, ?, 'pending', 0, ?, ?, ? FROM resources r WHERE r.resource_type = ? \
-                         ON CONFLICT (consumer_id, resource_id) DO UPDATE SET reason = excluded.reason, \
+                         ON CONFLICT (consumer_id, resource_id) DO UPDATE SET {KEEP_FORCED_REASON}, \
                            state = CASE WHEN outbound_queue.state = 'dead' THEN 'pending' ELSE outbound_queue.state END, \
-                           attempts = CASE WHEN outbound_queue.state = 'dead' THEN 0 ELSE outbound_queue.attempts END",
+                           dirty = CASE WHEN outbound_queue.state = 'in_flight' THEN 1 ELSE outbound_queue.dirty END, \
+                           attempts = CASE WHEN outbound_queue.state = 'dead' THEN 0 ELSE outbound_queue.attempts END"),
                         vec![consumer_id.into(), seq.into(), reason.into(), now.clone().into(), now.clone().into(), now.clone().into(), kind.as_str().into()],
                     )
                     .build(self.backend),
@@ -520,7 +543,7 @@ impl Store {
                 stmt(
                     "INSERT INTO outbound_queue (consumer_id, resource_id, resource_type, seq, reason, state, attempts, next_at, enqueued_at, updated_at) \
                      SELECT l.consumer_id, l.resource_id, l.resource_type, ?, ?, 'pending', 0, ?, ?, ? FROM outbound_links l \
-                     WHERE l.consumer_id = ? AND l.state <> 'removed' AND NOT EXISTS (SELECT 1 FROM resources r WHERE r.id = l.resource_id) \
+                     WHERE l.consumer_id = ? AND l.state <> 'removed' \
                      ON CONFLICT (consumer_id, resource_id) DO NOTHING",
                     vec![seq.into(), reason.into(), now.clone().into(), now.clone().into(), now.into(), consumer_id.into()],
                 )
@@ -674,12 +697,24 @@ impl Store {
             {
                 scheduled_users.insert(ch.resource_id.clone());
             }
-            let moved: Vec<String> = ch
+            // Users whose `groups` this change alters: members added or removed (a deleted
+            // group names all of its members), with everyone nested in them; and when a
+            // group is renamed, everyone in it (`groups.display` changed).
+            let mut moved: Vec<String> = ch
                 .members_added
                 .iter()
                 .chain(&ch.members_removed)
                 .cloned()
                 .collect();
+            if ch.kind == ResourceKind::Group
+                && ch.op == "update"
+                && ch
+                    .attributes
+                    .iter()
+                    .any(|a| a.eq_ignore_ascii_case("displayName"))
+            {
+                moved.push(ch.resource_id.clone());
+            }
             let group_scoped: Vec<&Consumer> = consumers
                 .iter()
                 .filter(|c| c.spec.handles(ResourceKind::User) && c.spec.scope_uses_groups())
@@ -1104,11 +1139,90 @@ impl Store {
                     seq: r.try_get_by_index(1)?,
                     attempts: r.try_get_by_index(2)?,
                     reason: r.try_get_by_index(3)?,
+                    lease: until.clone(),
                 });
             }
         }
         txn.commit().await?;
         Ok(claims)
+    }
+
+    /// Extends the leases of claims still being worked on by `lease_secs` from now (the
+    /// worker's heartbeat), in one transaction. For each claim, in order: its new lease,
+    /// which is its token from then on, or `None` when the lease is no longer its own
+    /// (another worker took the unit over after it ran out, or the unit was removed).
+    pub async fn renew_leases(
+        &self,
+        claims: &[Claim],
+        lease_secs: f64,
+    ) -> Result<Vec<Option<String>>, StoreError> {
+        if claims.is_empty() {
+            return Ok(Vec::new());
+        }
+        let until = ts_after(lease_secs);
+        let _guard = self.write_guard().await;
+        let txn = self.begin_write().await?;
+        let mut out = Vec::with_capacity(claims.len());
+        for claim in claims {
+            let n = txn
+                .execute_raw(
+                    stmt(
+                        "UPDATE outbound_queue SET claimed_until = ? WHERE consumer_id = ? AND resource_id = ? AND state = 'in_flight' AND claimed_until = ?",
+                        vec![until.clone().into(), claim.consumer_id.clone().into(), claim.resource_id.clone().into(), claim.lease.clone().into()],
+                    )
+                    .build(self.backend),
+                )
+                .await?
+                .rows_affected();
+            out.push((n == 1).then(|| until.clone()));
+        }
+        txn.commit().await?;
+        Ok(out)
+    }
+
+    /// Whether the claim still holds its unit; on PostgreSQL this also locks the row until
+    /// the transaction ends, so no other worker can take it over meanwhile.
+    async fn holds_lease_in(
+        &self,
+        txn: &DatabaseTransaction,
+        claim: &Claim,
+    ) -> Result<bool, StoreError> {
+        let n = txn
+            .execute_raw(
+                stmt(
+                    "UPDATE outbound_queue SET updated_at = ? WHERE consumer_id = ? AND resource_id = ? AND state = 'in_flight' AND claimed_until = ?",
+                    vec![now_timestamp().into(), claim.consumer_id.clone().into(), claim.resource_id.clone().into(), claim.lease.clone().into()],
+                )
+                .build(self.backend),
+            )
+            .await?
+            .rows_affected();
+        Ok(n == 1)
+    }
+
+    /// Records the requests of a claim whose lease another worker took over: they happened,
+    /// so they are audited, but the link and the queue are the other worker's to update.
+    async fn audit_superseded_in(
+        &self,
+        txn: &DatabaseTransaction,
+        consumer: &Consumer,
+        claim: &Claim,
+        attempts: &[Attempt],
+    ) -> Result<(), StoreError> {
+        tracing::warn!(consumer = %consumer.name, resource = %claim.resource_id, "lease lost to another worker; its outcome is not recorded");
+        if attempts.is_empty() {
+            return Ok(());
+        }
+        self.audit_attempts_in(
+            txn,
+            consumer,
+            claim,
+            attempts,
+            "superseded",
+            serde_json::json!({"leaseLost": true}),
+            None,
+        )
+        .await
     }
 
     pub async fn link(
@@ -1162,22 +1276,28 @@ impl Store {
     }
 
     /// The member delta of a group for a consumer: hub members the consumer holds an
-    /// account for but not the membership, and memberships it holds that the hub no longer
-    /// has.
+    /// account for but not the membership (with `every_member`: all of them, for a group
+    /// account that is new or whose members are in doubt), and memberships it holds that
+    /// the hub no longer has.
     pub async fn member_delta(
         &self,
         consumer_id: &str,
         group_id: &str,
+        every_member: bool,
     ) -> Result<MemberDelta, StoreError> {
+        let held = if every_member {
+            ""
+        } else {
+            " AND NOT EXISTS (SELECT 1 FROM outbound_link_members lm WHERE lm.consumer_id = l.consumer_id AND lm.group_id = g.id AND lm.member_id = u.id)"
+        };
         let add = self
             .db
             .query_all_raw(
                 stmt(
-                    "SELECT u.id, l.remote_id FROM memberships m JOIN resources g ON g.rid = m.group_rid JOIN resources u ON u.rid = m.member_rid \
+                    &format!("SELECT u.id, l.remote_id FROM memberships m JOIN resources g ON g.rid = m.group_rid JOIN resources u ON u.rid = m.member_rid \
                      JOIN outbound_links l ON l.consumer_id = ? AND l.resource_id = u.id AND l.state <> 'removed' AND l.remote_id IS NOT NULL \
-                     WHERE g.id = ? AND NOT EXISTS (SELECT 1 FROM outbound_link_members lm WHERE lm.consumer_id = ? AND lm.group_id = ? AND lm.member_id = u.id) \
-                     ORDER BY u.rid",
-                    vec![consumer_id.into(), group_id.into(), consumer_id.into(), group_id.into()],
+                     WHERE g.id = ?{held} ORDER BY u.rid"),
+                    vec![consumer_id.into(), group_id.into()],
                 )
                 .build(self.backend),
             )
@@ -1208,6 +1328,11 @@ impl Store {
         })
     }
 
+    /// One audit row per attempt, each with its own HTTP status and error; the last carries
+    /// the unit's outcome. When the unit failed for a reason its last request does not show
+    /// (`failure`: a 409 whose account the lookup after it cannot find), a closing row states
+    /// that reason and the status that caused it, so no failure is recorded as a bare 200.
+    #[allow(clippy::too_many_arguments)]
     async fn audit_attempts_in(
         &self,
         txn: &DatabaseTransaction,
@@ -1216,11 +1341,18 @@ impl Store {
         attempts: &[Attempt],
         outcome: &str,
         extra: Value,
+        failure: Option<&Attempt>,
     ) -> Result<(), StoreError> {
         self.lock_feed(txn).await?;
         let at = now_timestamp();
-        for (i, a) in attempts.iter().enumerate() {
-            let is_last = i + 1 == attempts.len();
+        let closing = failure.filter(|f| {
+            attempts
+                .last()
+                .is_none_or(|l| l.error != f.error || l.http_status != f.http_status)
+        });
+        let rows: Vec<&Attempt> = attempts.iter().chain(closing).collect();
+        for (i, a) in rows.iter().enumerate() {
+            let is_last = i + 1 == rows.len();
             let e = AuditEntry {
                 actor: "outbound".into(),
                 source: None,
@@ -1265,6 +1397,29 @@ impl Store {
             synced,
         } = link
         {
+            let before: Option<Option<String>> = txn
+                .query_one_raw(
+                    stmt(
+                        "SELECT remote_id FROM outbound_links WHERE consumer_id = ? AND resource_id = ?",
+                        vec![consumer.id.clone().into(), claim.resource_id.clone().into()],
+                    )
+                    .build(self.backend),
+                )
+                .await?
+                .map(|r| r.try_get_by_index(0))
+                .transpose()?;
+            if before.is_some_and(|b| b != *remote_id) {
+                // Another account on the consumer (re-created, or found again by the match
+                // attribute): the memberships recorded for the old one are not its.
+                txn.execute_raw(
+                    stmt(
+                        "DELETE FROM outbound_link_members WHERE consumer_id = ? AND (group_id = ? OR member_id = ?)",
+                        vec![consumer.id.clone().into(), claim.resource_id.clone().into(), claim.resource_id.clone().into()],
+                    )
+                    .build(self.backend),
+                )
+                .await?;
+            }
             txn.execute_raw(
                 stmt(
                     "INSERT INTO outbound_links (consumer_id, resource_id, resource_type, remote_id, state, synced, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) \
@@ -1332,21 +1487,6 @@ impl Store {
         Ok(())
     }
 
-    /// Records the link after a partial delivery (a group created before its members
-    /// failed), without touching the queue.
-    pub async fn save_link(
-        &self,
-        consumer: &Consumer,
-        claim: &Claim,
-        link: &LinkUpdate,
-    ) -> Result<(), StoreError> {
-        let _guard = self.write_guard().await;
-        let txn = self.begin_write().await?;
-        self.save_link_in(&txn, consumer, claim, link).await?;
-        txn.commit().await?;
-        Ok(())
-    }
-
     /// Makes the next delivery of a resource re-send everything (`forget_remote`: re-create
     /// the account, which the consumer no longer has).
     pub async fn reset_link(
@@ -1389,7 +1529,8 @@ impl Store {
     }
 
     /// Records a successful delivery: the link, the members now held, the audit rows; the
-    /// unit leaves the queue unless a newer change arrived while it was in flight.
+    /// unit leaves the queue unless a newer change arrived while it was in flight. Returns
+    /// false, recording only the attempts, when the claim's lease was taken over.
     pub async fn complete_delivery(
         &self,
         consumer: &Consumer,
@@ -1398,10 +1539,16 @@ impl Store {
         members: Option<MemberSync>,
         attempts: &[Attempt],
         info: Value,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let now = now_timestamp();
         let _guard = self.write_guard().await;
         let txn = self.begin_write().await?;
+        if !self.holds_lease_in(&txn, claim).await? {
+            self.audit_superseded_in(&txn, consumer, claim, attempts)
+                .await?;
+            txn.commit().await?;
+            return Ok(false);
+        }
         self.save_link_in(&txn, consumer, claim, &link).await?;
         if let Some(m) = &members {
             for id in &m.added {
@@ -1450,46 +1597,69 @@ impl Store {
         )
         .await?;
         if !attempts.is_empty() {
-            self.audit_attempts_in(&txn, consumer, claim, attempts, "success", info)
+            self.audit_attempts_in(&txn, consumer, claim, attempts, "success", info, None)
                 .await?;
         }
         txn.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     /// Records a failed delivery: retried after `retry_in_secs` while attempts remain and the
-    /// failure is retryable, else dead-lettered. A consumer failing `auto_pause_after` times
-    /// in a row is paused.
+    /// failure is retryable, else dead-lettered; `link` records what did reach the consumer.
+    /// `failure` is why (its operation, the HTTP
+    /// status that caused it, the error); it is audited even when the last request succeeded.
+    /// A consumer failing `auto_pause_after` times in a row is paused. A claim whose lease
+    /// was taken over records only its attempts.
     #[allow(clippy::too_many_arguments)]
     pub async fn fail_delivery(
         &self,
         consumer: &Consumer,
         claim: &Claim,
         attempts: &[Attempt],
+        failure: &Attempt,
         retryable: bool,
         retry_in_secs: f64,
-        error: &str,
-        status: Option<u16>,
+        link: &LinkUpdate,
     ) -> Result<FailOutcome, StoreError> {
         let now = now_timestamp();
         let tries = claim.attempts + 1;
         let dead = !retryable || tries >= consumer.spec.retry.max_attempts as i64;
         let next_at = ts_after(retry_in_secs);
+        let error = failure.error.clone().unwrap_or_default();
+        let status = failure.http_status;
         let _guard = self.write_guard().await;
         let txn = self.begin_write().await?;
+        if !self.holds_lease_in(&txn, claim).await? {
+            self.audit_superseded_in(&txn, consumer, claim, attempts)
+                .await?;
+            txn.commit().await?;
+            return Ok(FailOutcome::LeaseLost);
+        }
+        // What did reach the consumer (a group created before its members failed) is kept.
+        self.save_link_in(&txn, consumer, claim, link).await?;
+        // A forced delivery stays forced through its retries, whatever coalesced into it.
+        let reason = if claim.is_forced() {
+            ", reason = ?"
+        } else {
+            ""
+        };
+        let mut values: Vec<sea_orm::Value> = vec![
+            (if dead { "dead" } else { "pending" }).into(),
+            tries.into(),
+            next_at.clone().into(),
+            error.clone().into(),
+            status.map(|s| s as i64).into(),
+            now.clone().into(),
+        ];
+        if claim.is_forced() {
+            values.push(claim.reason.clone().into());
+        }
+        values.push(consumer.id.clone().into());
+        values.push(claim.resource_id.clone().into());
         txn.execute_raw(
             stmt(
-                "UPDATE outbound_queue SET state = ?, attempts = ?, dirty = 0, next_at = ?, claimed_until = NULL, last_error = ?, last_status = ?, updated_at = ? WHERE consumer_id = ? AND resource_id = ?",
-                vec![
-                    (if dead { "dead" } else { "pending" }).into(),
-                    tries.into(),
-                    next_at.clone().into(),
-                    error.into(),
-                    status.map(|s| s as i64).into(),
-                    now.clone().into(),
-                    consumer.id.clone().into(),
-                    claim.resource_id.clone().into(),
-                ],
+                &format!("UPDATE outbound_queue SET state = ?, attempts = ?, dirty = 0, next_at = ?, claimed_until = NULL, last_error = ?, last_status = ?, updated_at = ?{reason} WHERE consumer_id = ? AND resource_id = ?"),
+                values,
             )
             .build(self.backend),
         )
@@ -1511,6 +1681,7 @@ impl Store {
             attempts,
             outcome,
             serde_json::json!({"nextAt": (!dead).then_some(next_at.clone())}),
+            Some(failure),
         )
         .await?;
         if let Some(r) = row {

@@ -992,6 +992,23 @@ impl Store {
                 .build(self.backend),
             )
             .await?;
+        // A deleted group's members lose that membership: the feed names them, so that
+        // whoever follows it (outbound scopes over groups) re-evaluates them.
+        let members: Vec<String> = if kind == ResourceKind::Group {
+            txn.query_all_raw(
+                stmt(
+                    "SELECT r.id FROM memberships m JOIN resources r ON r.rid = m.member_rid WHERE m.group_rid = ? ORDER BY r.rid",
+                    vec![current.rid.into()],
+                )
+                .build(self.backend),
+            )
+            .await?
+            .iter()
+            .map(|r| r.try_get_by_index(0))
+            .collect::<Result<_, _>>()?
+        } else {
+            Vec::new()
+        };
         txn.execute_raw(
             stmt(
                 "DELETE FROM resources WHERE rid = ?",
@@ -1038,6 +1055,7 @@ impl Store {
         );
         let written = Written {
             audit_changes,
+            removed: members,
             ..Default::default()
         };
         self.record_write(
