@@ -759,7 +759,14 @@ impl Worker {
         attempts: &mut Vec<Attempt>,
     ) -> Result<Option<Value>, DeliveryError> {
         let path = ScimClient::resource_path(kind.endpoint(), remote);
-        match Self::call(lane, attempts, "read", |c| async move { c.get(&path).await }).await {
+        match Self::call(
+            lane,
+            attempts,
+            "read",
+            |c| async move { c.get(&path).await },
+        )
+        .await
+        {
             Ok(resp) => Ok(Some(resp.body.unwrap_or_else(|| json!({})))),
             Err(DeliveryError::Status { status: 404, .. }) => {
                 // Not a failure: what a forced delivery is there to find out.
@@ -827,28 +834,26 @@ impl Worker {
                 scim_type,
                 detail,
                 ..
-            }) => {
-                match Self::lookup(lane, endpoint, attr, &value, attempts).await? {
-                    Some(found) => {
-                        let remote = found
-                            .get("id")
-                            .and_then(Value::as_str)
-                            .unwrap_or_default()
-                            .to_string();
-                        self.bring_to(consumer, kind, &remote, view, lane, attempts)
-                            .await?;
-                        Ok(remote)
-                    }
-                    None => Err(DeliveryError::Status {
-                        status: 409,
-                        scim_type: scim_type.or_else(|| Some("uniqueness".into())),
-                        detail: format!(
-                            "{detail}; but no account with {attr} {value:?} is there to link: the existing account lacks the match attribute (set it there, or match on another attribute)"
-                        ),
-                        retry_after: None,
-                    }),
+            }) => match Self::lookup(lane, endpoint, attr, &value, attempts).await? {
+                Some(found) => {
+                    let remote = found
+                        .get("id")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string();
+                    self.bring_to(consumer, kind, &remote, view, lane, attempts)
+                        .await?;
+                    Ok(remote)
                 }
-            }
+                None => Err(DeliveryError::Status {
+                    status: 409,
+                    scim_type: scim_type.or_else(|| Some("uniqueness".into())),
+                    detail: format!(
+                        "{detail}; but no account with {attr} {value:?} is there to link: the existing account lacks the match attribute (set it there, or match on another attribute)"
+                    ),
+                    retry_after: None,
+                }),
+            },
             Err(e) => Err(e),
         }
     }
@@ -1016,7 +1021,9 @@ fn drift_ops(view: &Value, remote: &Value, synced: &Value) -> Vec<Value> {
             (Some(Value::Object(w)), Some(Value::Object(h))) => {
                 for (k, v) in w {
                     if !contains(v, h.get(k)) {
-                        ops.push(json!({"op": "replace", "path": format!("{path}.{k}"), "value": v}));
+                        ops.push(
+                            json!({"op": "replace", "path": format!("{path}.{k}"), "value": v}),
+                        );
                     }
                 }
                 for k in obj(sent).into_iter().flat_map(|s| s.keys()) {
@@ -1037,7 +1044,11 @@ fn drift_ops(view: &Value, remote: &Value, synced: &Value) -> Vec<Value> {
         obj(Some(remote)).unwrap_or(&empty),
         obj(Some(synced)).unwrap_or(&empty),
     );
-    let mut keys: Vec<&String> = w.keys().chain(s.keys()).filter(|k| *k != "schemas").collect();
+    let mut keys: Vec<&String> = w
+        .keys()
+        .chain(s.keys())
+        .filter(|k| *k != "schemas")
+        .collect();
     keys.sort();
     keys.dedup();
     let mut ops = Vec::new();
@@ -1052,7 +1063,13 @@ fn drift_ops(view: &Value, remote: &Value, synced: &Value) -> Vec<Value> {
             attrs.sort();
             attrs.dedup();
             for a in attrs {
-                attr_ops(&mut ops, &format!("{k}:{a}"), we.get(a), he.get(a), se.get(a));
+                attr_ops(
+                    &mut ops,
+                    &format!("{k}:{a}"),
+                    we.get(a),
+                    he.get(a),
+                    se.get(a),
+                );
             }
         } else {
             attr_ops(&mut ops, k, w.get(k), h.get(k), s.get(k));

@@ -10,6 +10,7 @@ mod fake_consumer;
 mod ops;
 mod outbound;
 mod outbound_client;
+mod outbound_hardening;
 mod robustness;
 mod ui;
 mod ui_browser;

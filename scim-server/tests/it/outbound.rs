@@ -12,7 +12,7 @@ use store::{Actor, AuditFilter, ConsumerState, ResourceKind};
 use super::Hub;
 use super::fake_consumer::{FakeConsumer, Fault, PatchReply};
 
-fn worker(hub: &Hub) -> Worker {
+pub(crate) fn worker(hub: &Hub) -> Worker {
     Worker::new(
         hub.store.clone(),
         WorkerConfig {
@@ -23,7 +23,7 @@ fn worker(hub: &Hub) -> Worker {
 }
 
 /// Runs passes until nothing is due (waiting out short retry delays), at most `secs`.
-async fn drain(w: &Worker, secs: u64) {
+pub(crate) async fn drain(w: &Worker, secs: u64) {
     let deadline = std::time::Instant::now() + Duration::from_secs(secs);
     loop {
         let o = w.run_once().await.expect("pass");
@@ -42,7 +42,7 @@ async fn drain(w: &Worker, secs: u64) {
     }
 }
 
-fn fast_spec(extra: Value) -> ConsumerSpec {
+pub(crate) fn fast_spec(extra: Value) -> ConsumerSpec {
     let mut v =
         json!({"retry": {"max_attempts": 6, "base_delay_secs": 0.05, "max_delay_secs": 0.2}});
     if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
@@ -53,7 +53,12 @@ fn fast_spec(extra: Value) -> ConsumerSpec {
     serde_json::from_value(v).unwrap()
 }
 
-async fn add_consumer(hub: &Hub, name: &str, endpoint: &ConsumerEndpoint, spec: ConsumerSpec) {
+pub(crate) async fn add_consumer(
+    hub: &Hub,
+    name: &str,
+    endpoint: &ConsumerEndpoint,
+    spec: ConsumerSpec,
+) {
     hub.store
         .create_consumer(
             name,
@@ -65,7 +70,7 @@ async fn add_consumer(hub: &Hub, name: &str, endpoint: &ConsumerEndpoint, spec: 
         .unwrap();
 }
 
-async fn scim(hub: &Hub, method: &str, path: &str, body: Value) -> Value {
+pub(crate) async fn scim(hub: &Hub, method: &str, path: &str, body: Value) -> Value {
     let r = hub
         .client()
         .request(
@@ -81,7 +86,7 @@ async fn scim(hub: &Hub, method: &str, path: &str, body: Value) -> Value {
     r.json().await.unwrap_or(Value::Null)
 }
 
-fn patch(ops: Value) -> Value {
+pub(crate) fn patch(ops: Value) -> Value {
     json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": ops})
 }
 
@@ -172,7 +177,7 @@ async fn name_change_reaches_three_consumers_one_after_recovery() {
     hub.stop().await;
 }
 
-fn university_extension() -> String {
+pub(crate) fn university_extension() -> String {
     let dir = std::env::temp_dir().join(format!("scimhub-ext-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("university.json");
@@ -184,7 +189,7 @@ fn university_extension() -> String {
     path.display().to_string()
 }
 
-const UNI: &str = "urn:example:params:scim:schemas:extension:university:1.0:Person";
+pub(crate) const UNI: &str = "urn:example:params:scim:schemas:extension:university:1.0:Person";
 
 /// Seed walkthrough 2: an affiliation change goes to four consumers; three must not receive
 /// FERPA-restricted attributes, the registration system is authorised to and gets the
@@ -736,51 +741,90 @@ async fn a_second_hub_as_consumer() {
     hub.stop().await;
 }
 
+/// python-scim's reference server, `scim2-server`, on a free port: one in-memory store per
+/// tenant at `/TENANT/v2`, bearer token `ref-token`.
+pub(crate) struct ReferenceServer {
+    child: std::process::Child,
+    pub port: u16,
+}
+
+impl ReferenceServer {
+    /// `None` (after saying so) when the tool is not installed outside CI.
+    pub async fn start(tenants: &[&str]) -> Option<ReferenceServer> {
+        let Some(bin) = super::python_tool("scim2-server") else {
+            assert!(
+                std::env::var("CI").is_err(),
+                "scim2-server is required in CI"
+            );
+            eprintln!("scim2-server not installed; run scripts/test.sh to install it");
+            return None;
+        };
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut args = vec![
+            "--port".to_string(),
+            port.to_string(),
+            "--bearer-token".into(),
+            "ref-token".into(),
+        ];
+        for t in tenants {
+            args.push("--tenant".into());
+            args.push(t.to_string());
+        }
+        let child = std::process::Command::new(bin)
+            .args(&args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let client = crate::http_client();
+        for _ in 0..100 {
+            if client
+                .get(format!(
+                    "http://127.0.0.1:{port}/{}/v2/ServiceProviderConfig",
+                    tenants[0]
+                ))
+                .send()
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Some(ReferenceServer { child, port })
+    }
+
+    pub fn endpoint(&self, tenant: &str) -> ConsumerEndpoint {
+        ConsumerEndpoint::new(
+            format!("http://127.0.0.1:{}/{tenant}/v2", self.port),
+            scim_server::outbound::client::ConsumerAuth::bearer("ref-token"),
+        )
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ReferenceServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 /// python-scim's reference server, `scim2-server`, with two tenants as two consumers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_reference_server_as_consumers() {
-    let Some(bin) = super::python_tool("scim2-server") else {
-        assert!(
-            std::env::var("CI").is_err(),
-            "scim2-server is required in CI"
-        );
-        eprintln!("scim2-server not installed; run scripts/test.sh to install it");
+    let Some(mut child) = ReferenceServer::start(&["a", "b"]).await else {
         return;
     };
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = std::process::Command::new(bin)
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bearer-token",
-            "ref-token",
-            "--tenant",
-            "a",
-            "--tenant",
-            "b",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let port = child.port;
     let client = crate::http_client();
-    for _ in 0..100 {
-        if client
-            .get(format!(
-                "http://127.0.0.1:{port}/a/v2/ServiceProviderConfig"
-            ))
-            .send()
-            .await
-            .is_ok()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     let hub = Hub::start().await;
     for t in ["a", "b"] {
         let ep = ConsumerEndpoint::new(
@@ -853,8 +897,7 @@ async fn python_reference_server_as_consumers() {
             .len(),
         0
     );
-    let _ = child.kill();
-    let _ = child.wait();
+    child.stop();
     hub.stop().await;
 }
 
@@ -988,9 +1031,17 @@ async fn forced_push_and_resync() {
         .unwrap();
     assert_eq!(n, 1);
     drain(&w, 10).await;
-    assert!(
-        f.requests().is_empty(),
-        "nothing changed, so nothing is sent"
+    // Forced: the account is read at the consumer; it is in step, so nothing is written.
+    let sent: Vec<(String, String)> = f
+        .requests()
+        .into_iter()
+        .map(|r| (r.method, r.path))
+        .collect();
+    let remote = f.resources("Users")[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        sent,
+        vec![("GET".to_string(), format!("/Users/{remote}"))],
+        "in step: read, nothing written"
     );
     f.stop().await;
     hub.stop().await;

@@ -321,10 +321,7 @@ impl Provenance {
     /// The hub attributes the value now at `path` comes from: the attribute itself unless a
     /// transform overwrote it whole, and the sources of what transforms wrote in or over it.
     fn sources_of(&self, path: &[String]) -> Vec<Vec<String>> {
-        let overwritten = self
-            .derived
-            .iter()
-            .any(|d| path.starts_with(&d.segments));
+        let overwritten = self.derived.iter().any(|d| path.starts_with(&d.segments));
         let mut out: Vec<Vec<String>> = if overwritten {
             Vec::new()
         } else {
@@ -616,10 +613,19 @@ mod tests {
         .unwrap();
         let v = outbound_view(&reg, &policy, ResourceKind::User, &full);
         assert_eq!(v["name"]["givenName"], "Wes");
-        assert_eq!(v["displayName"], "Wes Harding", "reads the transformed givenName");
-        assert_eq!(v["title"], "Wes Harding", "reads the transformed displayName");
+        assert_eq!(
+            v["displayName"], "Wes Harding",
+            "reads the transformed givenName"
+        );
+        assert_eq!(
+            v["title"], "Wes Harding",
+            "reads the transformed displayName"
+        );
         assert_eq!(v["profileUrl"], "https://x.example/hub-1/Students");
-        assert!(!v.to_string().contains("John"), "the legal name does not leak: {v}");
+        assert!(
+            !v.to_string().contains("John"),
+            "the legal name does not leak: {v}"
+        );
     }
 
     #[test]
