@@ -221,11 +221,11 @@ pub async fn run(store: &Store, cmd: ConsumerCommand) -> anyhow::Result<()> {
                 bail!("name at least one --user or --group id");
             }
             let n = store.enqueue(&name, Some(&list), "forced", &actor).await?;
-            eprintln!("queued {n}");
+            eprintln!("queued {n}; forced: each account is read at the consumer and repaired");
         }
         ConsumerCommand::Resync { name } => {
             let n = store.enqueue(&name, None, "resync", &actor).await?;
-            eprintln!("queued {n}");
+            eprintln!("queued {n}; forced: each account is read at the consumer and repaired");
         }
         ConsumerCommand::Replay { name, resource } => {
             let n = store

@@ -488,7 +488,118 @@ async fn forced_push_and_resync_repair_what_the_consumer_lost() {
         .map(|r| (r.method, r.path))
         .collect();
     assert!(writes.is_empty(), "{writes:?}");
+
+    // A member removed from the group on the consumer is added again by a forced push.
+    let remote_group = f.resources("Groups")[0]["id"].as_str().unwrap().to_string();
+    let r = c
+        .patch(format!("{}/Groups/{remote_group}", f.base_url))
+        .bearer_auth(&f.token)
+        .json(&patch(
+            json!([{"op": "remove", "path": format!("members[value eq \"{remote_b}\"]")}]),
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    hub.store
+        .enqueue(
+            "pacs",
+            Some(&[(ResourceKind::Group, gid.clone())]),
+            "forced",
+            &Actor::cli(),
+        )
+        .await
+        .unwrap();
+    drain(&w, 10).await;
+    let members: Vec<String> = f.resources("Groups")[0]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["value"].as_str().unwrap().to_string())
+        .collect();
+    assert!(members.contains(&remote_b), "{members:?}");
+
+    // Forced stays forced when a change coalesces into it and through a retry.
+    let remote_b_now = by_external_id(&f.resources("Users"), &b).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = c
+        .delete(format!("{}/Users/{remote_b_now}", f.base_url))
+        .bearer_auth(&f.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    hub.store
+        .enqueue(
+            "pacs",
+            Some(&[(ResourceKind::User, b.clone())]),
+            "forced",
+            &Actor::cli(),
+        )
+        .await
+        .unwrap();
+    scim(
+        &hub,
+        "PATCH",
+        &format!("/Users/{b}"),
+        patch(json!([{"op": "replace", "path": "title", "value": "Coalesced"}])),
+    )
+    .await;
+    f.fail_next(1, Fault::ServerError);
+    drain(&w, 10).await;
+    let back = by_external_id(&f.resources("Users"), &b)
+        .expect("re-created after the retry")
+        .clone();
+    assert_eq!(back["title"], "Coalesced");
     f.stop().await;
+
+    // A deactivated account that someone re-activated on the consumer is deactivated again.
+    let doors = FakeConsumer::start().await;
+    add_consumer(
+        &hub,
+        "doors",
+        &doors.endpoint(),
+        fast_spec(json!({"resource_types": ["User"], "scope": "title pr"})),
+    )
+    .await;
+    drain(&w, 10).await;
+    scim(
+        &hub,
+        "PATCH",
+        &format!("/Users/{b}"),
+        patch(json!([{"op": "remove", "path": "title"}])),
+    )
+    .await;
+    drain(&w, 10).await;
+    assert_eq!(
+        link_state(&hub, "doors", &b).await,
+        Some(LinkState::Deactivated)
+    );
+    let at_doors = doors.resources("Users").pop().unwrap();
+    assert_eq!(at_doors["active"], false);
+    let r = c
+        .patch(format!(
+            "{}/Users/{}",
+            doors.base_url,
+            at_doors["id"].as_str().unwrap()
+        ))
+        .bearer_auth(&doors.token)
+        .json(&patch(
+            json!([{"op": "replace", "path": "active", "value": true}]),
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    hub.store
+        .enqueue("doors", None, "resync", &Actor::cli())
+        .await
+        .unwrap();
+    drain(&w, 10).await;
+    assert_eq!(doors.resources("Users").pop().unwrap()["active"], false);
+    doors.stop().await;
 
     // The same against python-scim's reference server.
     let Some(reference) = ReferenceServer::start(&["t"]).await else {

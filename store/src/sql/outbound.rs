@@ -1606,10 +1606,10 @@ impl Store {
 
     /// Records a failed delivery: retried after `retry_in_secs` while attempts remain and the
     /// failure is retryable, else dead-lettered; `link` records what did reach the consumer.
-    /// `failure` is why (its operation, the HTTP
-    /// status that caused it, the error); it is audited even when the last request succeeded.
-    /// A consumer failing `auto_pause_after` times in a row is paused. A claim whose lease
-    /// was taken over records only its attempts.
+    /// `failure` is why (its operation, the HTTP status that caused it, the error); it is
+    /// audited even when the last request succeeded. A consumer failing `auto_pause_after`
+    /// times in a row is paused. A claim whose lease was taken over records only its
+    /// attempts.
     #[allow(clippy::too_many_arguments)]
     pub async fn fail_delivery(
         &self,
