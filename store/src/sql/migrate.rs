@@ -28,6 +28,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "audit retention anchor",
         include_str!("migrations/0004_audit_retention.sql"),
     ),
+    (
+        5,
+        "audit chain linked to the change feed, hash modes",
+        include_str!("migrations/0005_audit_chain_end.sql"),
+    ),
 ];
 
 fn render(ddl: &str, backend: DbBackend) -> String {
