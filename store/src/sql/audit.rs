@@ -285,7 +285,6 @@ impl Store {
             .map(|r| read_record(r).map(|(rec, _)| rec))
             .collect()
     }
-
 }
 
 /// The action of the audit row each pruning step appends.

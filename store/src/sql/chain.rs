@@ -447,8 +447,11 @@ impl Store {
         let row = self
             .db
             .query_one_raw(
-                stmt("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", vec![])
-                    .build(self.backend),
+                stmt(
+                    "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+                    vec![],
+                )
+                .build(self.backend),
             )
             .await?;
         row.map(|r| {
@@ -686,7 +689,10 @@ impl Store {
             report.missing_change = change;
             return Ok(report.fail(row, reason));
         }
-        if let Some((row, reason)) = self.check_feed_end(walk.last.as_ref().map(|(h, _)| h.seq)).await? {
+        if let Some((row, reason)) = self
+            .check_feed_end(walk.last.as_ref().map(|(h, _)| h.seq))
+            .await?
+        {
             return Ok(report.fail(row, reason));
         }
         Ok(report)
@@ -965,7 +971,14 @@ mod tests {
         let h: ChainHead = format!("42:{}", "AB".repeat(32)).parse().unwrap();
         assert_eq!(h.seq, 42);
         assert_eq!(h.to_string(), format!("42:{}", "ab".repeat(32)));
-        for bad in ["", "42", "x:ab", "0:aa", &format!("5:{}", "g".repeat(64)), "5:abc"] {
+        for bad in [
+            "",
+            "42",
+            "x:ab",
+            "0:aa",
+            &format!("5:{}", "g".repeat(64)),
+            "5:abc",
+        ] {
             let e = bad.parse::<ChainHead>().unwrap_err();
             assert!(e.contains("SEQ:HASH"), "{e}");
         }
@@ -985,7 +998,11 @@ mod tests {
 
     #[test]
     fn modes_round_trip_through_their_column() {
-        for m in [Mode::Legacy, Mode::Plain, Mode::Keyed("0123456789abcdef".into())] {
+        for m in [
+            Mode::Legacy,
+            Mode::Plain,
+            Mode::Keyed("0123456789abcdef".into()),
+        ] {
             assert_eq!(Mode::from_column(m.column().as_deref()), Some(m));
         }
         assert_eq!(Mode::from_column(Some("md5")), None);
@@ -1019,6 +1036,17 @@ mod tests {
         // Legacy rows never covered the link.
         assert_eq!(h(&Mode::Legacy, Some(1)), h(&Mode::Legacy, Some(2)));
         assert_ne!(h(&Mode::Plain, Some(1)), h(&m1, Some(1)));
-        assert!(row_hash(&Mode::Keyed("ffff".into()), &keys, "p", "t", &e, "null", None).is_none());
+        assert!(
+            row_hash(
+                &Mode::Keyed("ffff".into()),
+                &keys,
+                "p",
+                "t",
+                &e,
+                "null",
+                None
+            )
+            .is_none()
+        );
     }
 }

@@ -32,6 +32,7 @@ pub use audit::{AuditEntry, AuditFilter, AuditRecord};
 pub use chain::{AuditKeys, ChainHead, ChainKey, ChainReport, REKEY_ACTION, RekeyReport};
 pub use ldap::LdapAccount;
 pub use migrate::latest_version;
+pub(crate) use migrate::run_to as migrate_to;
 pub use outbound::{
     Attempt, Claim, Consumer, ConsumerState, ConsumerStats, FailOutcome, LinkUpdate, MemberDelta,
     MemberSync, QueueEntry, ScheduledActionRow,

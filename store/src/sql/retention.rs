@@ -61,8 +61,7 @@ fn read_anchor(row: &sea_orm::QueryResult) -> Result<AuditAnchor, StoreError> {
     })
 }
 
-const ANCHOR_QUERY: &str =
-    "SELECT through_seq, hash, pruned_at, rows_pruned, through_change_seq FROM audit_anchor ORDER BY id DESC LIMIT 1";
+const ANCHOR_QUERY: &str = "SELECT through_seq, hash, pruned_at, rows_pruned, through_change_seq FROM audit_anchor ORDER BY id DESC LIMIT 1";
 
 impl Store {
     /// The newest retention anchor, if rows were ever pruned.
