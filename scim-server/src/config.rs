@@ -77,8 +77,13 @@ impl AuditConfig {
                     );
                 }
             }
-            store::ChainKey::new(&bytes)
-                .map_err(|e| ServerError::Config(format!("audit.{key} {path}: {e}")))
+            store::ChainKey::new(&bytes).map_err(|e| {
+                let e = match e {
+                    store::StoreError::Config(m) => m,
+                    other => other.to_string(),
+                };
+                ServerError::Config(format!("audit.{key} {path}: {e}"))
+            })
         };
         Ok(store::AuditKeys {
             current: (!self.chain_key_file.is_empty())

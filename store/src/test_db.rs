@@ -41,3 +41,12 @@ pub async fn migrate_to(url: &str, version: i64) -> Result<(), StoreError> {
     db.close().await?;
     Ok(())
 }
+
+/// Runs SQL on the database at `url` behind the store's back: tests of what a database
+/// writer can and cannot hide.
+pub async fn execute_sql(url: &str, sql: &str) -> Result<(), StoreError> {
+    let db = Database::connect(url).await?;
+    db.execute_unprepared(sql).await?;
+    db.close().await?;
+    Ok(())
+}

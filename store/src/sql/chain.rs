@@ -689,10 +689,7 @@ impl Store {
             report.missing_change = change;
             return Ok(report.fail(row, reason));
         }
-        if let Some((row, reason)) = self
-            .check_feed_end(walk.last.as_ref().map(|(h, _)| h.seq))
-            .await?
-        {
+        if let Some((row, reason)) = self.check_feed_end().await? {
             return Ok(report.fail(row, reason));
         }
         Ok(report)
@@ -742,15 +739,14 @@ impl Store {
                 .db
                 .query_one_raw(
                     stmt(
-                        "SELECT MAX(seq) FROM audit WHERE change_seq < ?",
+                        "SELECT seq FROM audit WHERE change_seq < ? ORDER BY change_seq DESC LIMIT 1",
                         vec![seq.into()],
                     )
                     .build(self.backend),
                 )
                 .await?
-                .map(|r| r.try_get_by_index::<Option<i64>>(0))
-                .transpose()?
-                .flatten();
+                .map(|r| r.try_get_by_index::<i64>(0))
+                .transpose()?;
             let place = match before {
                 Some(b) => format!(", which came after audit row {b},"),
                 None => String::new(),
@@ -788,10 +784,7 @@ impl Store {
 
     /// Evidence of the feed's and the trail's end outside both: the resources' versions, the
     /// outbound planner's position and, on SQLite, the sequence numbers issued.
-    async fn check_feed_end(
-        &self,
-        newest_audit: Option<i64>,
-    ) -> Result<Option<(Option<i64>, String)>, StoreError> {
+    async fn check_feed_end(&self) -> Result<Option<(Option<i64>, String)>, StoreError> {
         let stale = self
             .db
             .query_one_raw(
@@ -835,13 +828,15 @@ impl Store {
         // issued beyond the newest row were deleted rows. (PostgreSQL's sequences are not
         // transactional: a rolled-back write leaves a gap, so they prove nothing.)
         if self.backend == DbBackend::Sqlite {
+            // Counters and newest rows read in one statement: rows appended since the walk
+            // must not look like deleted ones.
             let v = self
                 .one_i64s(
-                    "SELECT (SELECT seq FROM sqlite_sequence WHERE name = 'audit'), (SELECT seq FROM sqlite_sequence WHERE name = 'changes'), (SELECT MAX(seq) FROM changes)",
-                    3,
+                    "SELECT (SELECT seq FROM sqlite_sequence WHERE name = 'audit'), (SELECT MAX(seq) FROM audit), (SELECT seq FROM sqlite_sequence WHERE name = 'changes'), (SELECT MAX(seq) FROM changes)",
+                    4,
                 )
                 .await?;
-            let newest = newest_audit.unwrap_or(0);
+            let newest = v[1].unwrap_or(0);
             if let Some(issued) = v[0].filter(|i| *i > newest) {
                 return Ok(Some((
                     Some(newest + 1),
@@ -851,8 +846,8 @@ impl Store {
                     ),
                 )));
             }
-            let newest_change = v[2].unwrap_or(0);
-            if let Some(issued) = v[1].filter(|i| *i > newest_change) {
+            let newest_change = v[3].unwrap_or(0);
+            if let Some(issued) = v[2].filter(|i| *i > newest_change) {
                 return Ok(Some((
                     None,
                     format!(

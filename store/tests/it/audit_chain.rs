@@ -163,7 +163,11 @@ async fn deleting_the_newest_audit_row_is_detected_and_named() {
     }
     let head = s.audit_head().await.unwrap().unwrap();
     assert_eq!(head.seq, 3);
-    intact(&s.verify_audit_chain_against(&[head.clone()]).await.unwrap());
+    intact(
+        &s.verify_audit_chain_against(std::slice::from_ref(&head))
+            .await
+            .unwrap(),
+    );
     exec(&raw, "DELETE FROM audit WHERE seq = 3").await;
     let r = s.verify_audit_chain().await.unwrap();
     broken(
