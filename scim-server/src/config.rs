@@ -329,6 +329,11 @@ impl Config {
         if self.audit.prune_interval_seconds == 0 {
             return bad("audit.prune_interval_seconds must be at least 1".into());
         }
+        if self.audit.head_log_interval_seconds > 7 * 86_400 {
+            return bad(
+                "audit.head_log_interval_seconds must be at most 604800 (a week); 0 logs the head at start only".into(),
+            );
+        }
         if self.audit.retention_days > 100 * 365 {
             return bad("audit.retention_days must be at most 36500 (0 keeps every row)".into());
         }
@@ -395,5 +400,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("log.format"), "{e}");
+        let e = Config::load(
+            None,
+            &[(
+                "SCIMHUB_AUDIT__HEAD_LOG_INTERVAL_SECONDS".into(),
+                "99999999999".into(),
+            )],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("audit.head_log_interval_seconds"), "{e}");
     }
 }

@@ -1,5 +1,7 @@
 //! The audit trail: an append-only table whose rows are hash-chained (each row's hash
-//! covers the previous row's hash), so that editing or deleting any row is detectable.
+//! covers the previous row's hash), so that editing or deleting any row is detectable. The
+//! audit row of a write records its change-feed row (`change_seq`), which lets verification
+//! prove the chain's end too; hashing modes, keys and verification are in `chain`.
 
 use sea_orm::{ConnectionTrait, DatabaseTransaction, QueryResult};
 use serde::Serialize;
