@@ -41,13 +41,61 @@ pub struct OpsConfig {
     pub metrics_requires_auth: bool,
 }
 
-/// `[audit]`: retention of the audit trail.
+/// `[audit]`: retention of the audit trail, the key of its hash chain, and how often the
+/// chain's head is logged.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditConfig {
     /// 0 keeps every row.
     pub retention_days: u64,
     pub prune_interval_seconds: u64,
+    /// A file of 32 to 4096 secret bytes keying every new row's hash (HMAC-SHA256); empty:
+    /// unkeyed SHA-256.
+    pub chain_key_file: String,
+    /// Former keys, to verify the rows hashed with them before `scimhub audit rekey`.
+    pub retired_chain_key_files: Vec<String>,
+    /// How often the hub logs the chain's head (`SEQ:HASH`) when it changed; 0: never.
+    pub head_log_interval_seconds: u64,
+}
+
+impl AuditConfig {
+    /// Reads the chain keys the configuration names.
+    pub fn chain_keys(&self) -> Result<store::AuditKeys, ServerError> {
+        let read = |key: &str, path: &str| -> Result<store::ChainKey, ServerError> {
+            let bytes = std::fs::read(path).map_err(|e| {
+                ServerError::Config(format!("audit.{key}: cannot read {path}: {e}"))
+            })?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                if let Ok(m) = std::fs::metadata(path)
+                    && m.permissions().mode() & 0o077 != 0
+                {
+                    tracing::warn!(
+                        file = path,
+                        "the audit chain key file is readable by other users than its owner (chmod 600 it)"
+                    );
+                }
+            }
+            store::ChainKey::new(&bytes).map_err(|e| {
+                let e = match e {
+                    store::StoreError::Config(m) => m,
+                    other => other.to_string(),
+                };
+                ServerError::Config(format!("audit.{key} {path}: {e}"))
+            })
+        };
+        Ok(store::AuditKeys {
+            current: (!self.chain_key_file.is_empty())
+                .then(|| read("chain_key_file", &self.chain_key_file))
+                .transpose()?,
+            retired: self
+                .retired_chain_key_files
+                .iter()
+                .map(|p| read("retired_chain_key_files", p))
+                .collect::<Result<_, _>>()?,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -281,6 +329,11 @@ impl Config {
         if self.audit.prune_interval_seconds == 0 {
             return bad("audit.prune_interval_seconds must be at least 1".into());
         }
+        if self.audit.head_log_interval_seconds > 7 * 86_400 {
+            return bad(
+                "audit.head_log_interval_seconds must be at most 604800 (a week); 0 logs the head at start only".into(),
+            );
+        }
         if self.audit.retention_days > 100 * 365 {
             return bad("audit.retention_days must be at most 36500 (0 keeps every row)".into());
         }
@@ -347,5 +400,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("log.format"), "{e}");
+        let e = Config::load(
+            None,
+            &[(
+                "SCIMHUB_AUDIT__HEAD_LOG_INTERVAL_SECONDS".into(),
+                "99999999999".into(),
+            )],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("audit.head_log_interval_seconds"), "{e}");
     }
 }

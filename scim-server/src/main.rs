@@ -90,8 +90,15 @@ enum TokenCommand {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Check the audit hash chain; exits non-zero naming the first broken row.
-    Verify,
+    /// Check the audit hash chain and its end (every change-feed row has its audit row;
+    /// exported heads are still there); exits 1 naming the first fault.
+    Verify(ops_cli::AuditVerifyArgs),
+    /// Print the newest audit row as SEQ:HASH, to keep outside the database for
+    /// `audit verify --head`.
+    Head,
+    /// Switch the chain to the configured audit.chain_key_file (or to unkeyed hashes when
+    /// none is set), after verifying it; run once after changing the key.
+    Rekey,
     /// Write audit rows (filtered) as CSV or JSON Lines, oldest first.
     Export(Box<ops_cli::AuditExportArgs>),
     /// Delete audit rows past the retention period, keeping the chain verifiable.
@@ -146,6 +153,10 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         .await
         .context("opening the database")?;
     tracing::info!(backend = store.backend_name(), "database ready");
+    store
+        .check_audit_mode()
+        .await
+        .context("checking the audit chain against audit.chain_key_file")?;
     let cfg = Arc::new(cfg);
     let listener = std::net::TcpListener::bind(&cfg.server.http_addr)
         .with_context(|| format!("binding the SCIM API to {}", cfg.server.http_addr))?;
@@ -153,6 +164,9 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let state = Arc::new(AppState::new(store.clone(), cfg.clone())?);
     let retention =
         scim_server::ops::retention::spawn(store.clone(), &cfg.audit, state.metrics.clone());
+    // The head at start-up is logged before the listeners open; later heads by the task.
+    let head = scim_server::ops::retention::log_head(&store, None).await;
+    let head_log = scim_server::ops::retention::spawn_head_log(store.clone(), &cfg.audit, head);
     let ldap_metrics = state.metrics.clone();
     let http = server::http_server(state, listener)?;
     let handle = http.handle();
@@ -164,8 +178,8 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let ldap = ldap_cli::start(&cfg, &store, ldap_metrics).await?;
     let worker = consumer_cli::start_worker(&cfg, &store);
     shutdown_signal().await;
-    if let Some(r) = retention {
-        r.abort();
+    for task in [retention, head_log].into_iter().flatten() {
+        task.abort();
     }
     if let Some((stop, task)) = worker {
         let _ = stop.send(true);
@@ -297,28 +311,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Export(a) => ops_cli::export(&cfg, a).await,
         Command::Audit(AuditCommand::Export(a)) => ops_cli::audit_export(&cfg, *a).await,
         Command::Audit(AuditCommand::Prune(a)) => ops_cli::audit_prune(&cfg, a).await,
-        Command::Audit(AuditCommand::Verify) => {
-            let store = server::open_store(&cfg)
-                .await
-                .context("opening the database")?;
-            let report = store.verify_audit_chain().await?;
-            store.close().await;
-            match report.first_broken {
-                None => {
-                    match report.anchored_after {
-                        Some(seq) => println!(
-                            "audit chain intact: {} rows verified from the retention anchor (rows up to {seq} were pruned)",
-                            report.rows
-                        ),
-                        None => println!("audit chain intact: {} rows verified", report.rows),
-                    }
-                    Ok(())
-                }
-                Some(seq) => bail!(
-                    "audit chain broken at row {seq}: {}",
-                    report.reason.unwrap_or_default()
-                ),
-            }
-        }
+        Command::Audit(AuditCommand::Verify(a)) => ops_cli::audit_verify(&cfg, a).await,
+        Command::Audit(AuditCommand::Head) => ops_cli::audit_head(&cfg).await,
+        Command::Audit(AuditCommand::Rekey) => ops_cli::audit_rekey(&cfg).await,
     }
 }

@@ -1,4 +1,4 @@
-//! The operations commands: `audit export`, `audit prune`, `import`, `export`.
+//! The operations commands: `audit verify|head|rekey|export|prune`, `import`, `export`.
 
 use std::io::{BufReader, Write};
 use std::path::PathBuf;
@@ -41,6 +41,14 @@ pub struct AuditExportArgs {
     /// Write here instead of stdout.
     #[arg(long, short)]
     output: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct AuditVerifyArgs {
+    /// A head exported earlier (`scimhub audit head`, or the hub's "audit chain head" log
+    /// line): the chain must still contain that row with that hash. Repeatable.
+    #[arg(long = "head", value_name = "SEQ:HASH")]
+    heads: Vec<store::ChainHead>,
 }
 
 #[derive(Args)]
@@ -121,6 +129,81 @@ pub async fn audit_export(cfg: &Config, a: AuditExportArgs) -> anyhow::Result<()
     out.flush()?;
     store.close().await;
     eprintln!("exported {} audit rows", n?);
+    Ok(())
+}
+
+/// `audit verify`: exits 0 with a summary on stdout when every check passes, else 1 with
+/// the fault on stderr.
+pub async fn audit_verify(cfg: &Config, a: AuditVerifyArgs) -> anyhow::Result<()> {
+    let store = server::open_store(cfg)
+        .await
+        .context("opening the database")?;
+    let report = store.verify_audit_chain_against(&a.heads).await;
+    store.close().await;
+    let report = report?;
+    if !report.intact {
+        let reason = report.reason.unwrap_or_default();
+        match report.first_broken {
+            Some(seq) => bail!("audit chain broken at row {seq}: {reason}"),
+            None => bail!("audit chain broken: {reason}"),
+        }
+    }
+    let keyed = match report.keyed_rows {
+        0 => String::new(),
+        k => format!(" ({k} keyed)"),
+    };
+    match report.anchored_after {
+        Some(seq) => println!(
+            "audit chain intact: {} rows verified{keyed} from the retention anchor (rows up to {seq} were pruned)",
+            report.rows
+        ),
+        None => println!("audit chain intact: {} rows verified{keyed}", report.rows),
+    }
+    if !a.heads.is_empty() {
+        println!(
+            "exported heads found: {} of {}",
+            report.heads_checked,
+            a.heads.len()
+        );
+    }
+    if let Some(h) = report.head {
+        println!("head {h}");
+    }
+    Ok(())
+}
+
+/// `audit head`: the newest row as `SEQ:HASH` on stdout.
+pub async fn audit_head(cfg: &Config) -> anyhow::Result<()> {
+    let store = server::open_store(cfg)
+        .await
+        .context("opening the database")?;
+    let head = store.audit_head().await;
+    store.close().await;
+    match head? {
+        Some(h) => println!("{h}"),
+        None => bail!("the audit trail has no rows yet"),
+    }
+    Ok(())
+}
+
+/// `audit rekey`: switches the chain to the configured key (or to none).
+pub async fn audit_rekey(cfg: &Config) -> anyhow::Result<()> {
+    let store = server::open_store(cfg)
+        .await
+        .context("opening the database")?;
+    let r = store.rekey_audit_chain(&Actor::cli()).await;
+    store.close().await;
+    let r = r?;
+    match r.head {
+        Some(h) => println!(
+            "audit chain switched from {} to {} after verifying {} rows; head {h}",
+            r.from, r.to, r.rows_verified
+        ),
+        None => println!(
+            "the audit chain is already hashed {}; nothing to switch",
+            r.to
+        ),
+    }
     Ok(())
 }
 

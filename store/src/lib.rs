@@ -17,8 +17,9 @@ pub mod test_db;
 pub use error::{Result, StoreError};
 pub use model::{ResourceKind, SchemaRegistry};
 pub use sql::{
-    Actor, ApiToken, Attempt, AuditAnchor, AuditEntry, AuditFilter, AuditRecord, ChainReport,
-    Change, Claim, Consumer, ConsumerState, ConsumerStats, FailOutcome, LdapAccount, LinkUpdate,
-    Load, MemberDelta, MemberSync, Page, Paging, PoolStats, PruneReport, Query, QueueEntry,
-    ScheduledActionRow, SortOrder, Store, StoreOptions, etag_matches, latest_version,
+    Actor, ApiToken, Attempt, AuditAnchor, AuditEntry, AuditFilter, AuditKeys, AuditRecord,
+    ChainHead, ChainKey, ChainReport, Change, Claim, Consumer, ConsumerState, ConsumerStats,
+    FailOutcome, LdapAccount, LinkUpdate, Load, MemberDelta, MemberSync, Page, Paging, PoolStats,
+    PruneReport, Query, QueueEntry, REKEY_ACTION, RekeyReport, ScheduledActionRow, SortOrder,
+    Store, StoreOptions, etag_matches, latest_version,
 };

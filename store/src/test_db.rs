@@ -32,3 +32,21 @@ pub async fn fresh_database_url() -> Result<String, StoreError> {
         Ok(format!("sqlite://{}?mode=rwc", path.display()))
     }
 }
+
+/// Applies the migrations up to `version` only to the database at `url`, as an older
+/// release would have left it.
+pub async fn migrate_to(url: &str, version: i64) -> Result<(), StoreError> {
+    let db = Database::connect(url).await?;
+    crate::sql::migrate_to(&db, version).await?;
+    db.close().await?;
+    Ok(())
+}
+
+/// Runs SQL on the database at `url` behind the store's back: tests of what a database
+/// writer can and cannot hide.
+pub async fn execute_sql(url: &str, sql: &str) -> Result<(), StoreError> {
+    let db = Database::connect(url).await?;
+    db.execute_unprepared(sql).await?;
+    db.close().await?;
+    Ok(())
+}

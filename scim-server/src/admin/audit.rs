@@ -126,6 +126,8 @@ const CSV_COLUMNS: &[&str] = &[
     "detail",
     "prev_hash",
     "hash",
+    "change_seq",
+    "hash_mode",
 ];
 
 impl ExportFormat {
@@ -168,6 +170,7 @@ impl ExportFormat {
         match self {
             ExportFormat::Csv => {
                 let seq = r.seq.to_string();
+                let change_seq = r.change_seq.map(|c| c.to_string()).unwrap_or_default();
                 let detail = r.entry.detail.to_string();
                 let e = &r.entry;
                 csv::write_record(
@@ -186,6 +189,8 @@ impl ExportFormat {
                         &detail,
                         &r.prev_hash,
                         &r.hash,
+                        &change_seq,
+                        r.hash_mode.as_deref().unwrap_or(""),
                     ],
                 );
             }
@@ -328,9 +333,23 @@ pub fn stream_export(store: Store, filter: AuditFilter, format: ExportFormat) ->
         .streaming(body)
 }
 
+/// `GET /admin/api/v1/audit/verify[?head=SEQ:HASH]`: the chain report; with `head`, the
+/// chain must still contain that exported row with that hash.
 async fn verify(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ServerError> {
     require_admin(&state, &req).await?;
-    let report = state.store.verify_audit_chain().await?;
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct VerifyParams {
+        head: Option<String>,
+    }
+    let params = web::Query::<VerifyParams>::from_query(req.query_string())
+        .map_err(|e| bad(format!("audit verify parameters: {e}")))?
+        .into_inner();
+    let heads = match params.head.as_deref().filter(|h| !h.is_empty()) {
+        Some(h) => vec![h.parse::<store::ChainHead>().map_err(bad)?],
+        None => Vec::new(),
+    };
+    let report = state.store.verify_audit_chain_against(&heads).await?;
     Ok(HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, "application/json"))
         .insert_header((header::CACHE_CONTROL, "no-store"))

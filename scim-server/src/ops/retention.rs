@@ -3,11 +3,16 @@
 //! the last deleted row as the anchor the remaining chain verifies from (see the store's
 //! `sql/retention.rs`). Several instances may run it: pruning runs under the feed lock, so
 //! the second finds nothing left to do.
+//!
+//! The head-log task logs the chain's newest row (`SEQ:HASH`) every
+//! `audit.head_log_interval_seconds` when it changed, so that heads reach the logs shipped
+//! off the machine, where a database writer cannot rewrite them; `scimhub audit verify
+//! --head SEQ:HASH` then proves the chain up to that row.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use store::{Actor, PruneReport, Store};
+use store::{Actor, ChainHead, PruneReport, Store};
 
 use super::Metrics;
 use crate::config::AuditConfig;
@@ -66,6 +71,46 @@ pub fn spawn(
             if let Err(e) = run_once(&store, &metrics, retention, &actor()).await {
                 tracing::error!(error = %e, "audit retention failed");
             }
+        }
+    }))
+}
+
+/// Logs the chain's head if it is not `last`; returns the head.
+pub async fn log_head(store: &Store, last: Option<ChainHead>) -> Option<ChainHead> {
+    match store.audit_head().await {
+        Ok(head) => {
+            if head != last
+                && let Some(h) = &head
+            {
+                tracing::info!(seq = h.seq, hash = %h.hash, head = %h, "audit chain head");
+            }
+            head
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the audit chain head");
+            last
+        }
+    }
+}
+
+/// Starts the head-log task, which logs the head every interval when it changed since
+/// `last` (what the caller logged at start-up), unless the interval is 0; the caller aborts
+/// the handle on shutdown.
+pub fn spawn_head_log(
+    store: Store,
+    cfg: &AuditConfig,
+    mut last: Option<ChainHead>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    if cfg.head_log_interval_seconds == 0 {
+        return None;
+    }
+    let every = Duration::from_secs(cfg.head_log_interval_seconds);
+    Some(tokio::spawn(async move {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            last = log_head(&store, last).await;
         }
     }))
 }

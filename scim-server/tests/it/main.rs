@@ -2,6 +2,7 @@
 //! database (SQLite, or PostgreSQL with SCIMHUB_TEST_DB=postgres) and is driven over real HTTP.
 
 mod audit_api;
+mod audit_chain;
 mod auth;
 mod batch;
 mod cases;

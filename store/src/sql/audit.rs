@@ -1,13 +1,15 @@
 //! The audit trail: an append-only table whose rows are hash-chained (each row's hash
-//! covers the previous row's hash), so that editing or deleting any row is detectable.
+//! covers the previous row's hash), so that editing or deleting any row is detectable. The
+//! audit row of a write records its change-feed row (`change_seq`), which lets verification
+//! prove the chain's end too; hashing modes, keys and verification are in `chain`.
 
 use sea_orm::{ConnectionTrait, DatabaseTransaction, QueryResult};
 use serde::Serialize;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use super::Store;
 use super::builder::{Sql, stmt};
+use super::chain::{ChainHead, Mode, ModeSwitch, mode_mismatch, row_hash};
 use crate::error::StoreError;
 use crate::model::now_timestamp;
 
@@ -37,42 +39,14 @@ pub struct AuditRecord {
     pub entry: AuditEntry,
     pub prev_hash: String,
     pub hash: String,
+    /// The change-feed row this row records (writes of Users and Groups).
+    pub change_seq: Option<i64>,
+    /// How `hash` was computed: `sha256`, `hmac-sha256:<key id>`, or null for rows written
+    /// before the chain covered change_seq (see `sql/chain.rs`).
+    pub hash_mode: Option<String>,
 }
 
-/// The outcome of checking the hash chain.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ChainReport {
-    pub rows: u64,
-    /// When older rows were pruned by retention: the last pruned row, after which the
-    /// verified chain starts (anchored on that row's hash).
-    pub anchored_after: Option<i64>,
-    /// The sequence number of the first row that does not verify.
-    pub first_broken: Option<i64>,
-    pub reason: Option<String>,
-}
-
-fn chain_hash(prev: &str, at: &str, e: &AuditEntry, detail: &str) -> String {
-    let body = serde_json::to_string(&serde_json::json!([
-        at,
-        e.actor,
-        e.source,
-        e.layer,
-        e.action,
-        e.resource_type,
-        e.resource_id,
-        e.consumer,
-        e.outcome,
-        detail
-    ]))
-    .expect("audit fields serialize");
-    let mut h = Sha256::new();
-    h.update(prev.as_bytes());
-    h.update(b"\n");
-    h.update(body.as_bytes());
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
-}
-
-const AUDIT_COLUMNS: &str = "seq, at, actor, source, layer, action, resource_type, resource_id, consumer, outcome, detail, prev_hash, hash";
+const AUDIT_COLUMNS: &str = "seq, at, actor, source, layer, action, resource_type, resource_id, consumer, outcome, detail, prev_hash, hash, change_seq, hash_mode";
 
 pub(crate) fn read_record(row: &QueryResult) -> Result<(AuditRecord, String), StoreError> {
     let detail_s: String = row.try_get_by_index(10)?;
@@ -94,6 +68,8 @@ pub(crate) fn read_record(row: &QueryResult) -> Result<(AuditRecord, String), St
             },
             prev_hash: row.try_get_by_index(11)?,
             hash: row.try_get_by_index(12)?,
+            change_seq: row.try_get_by_index(13)?,
+            hash_mode: row.try_get_by_index(14)?,
         },
         detail_s,
     ))
@@ -152,17 +128,6 @@ impl AuditFilter {
     }
 }
 
-/// Why a row does not verify against the hash expected before it, if it does not.
-pub(crate) fn check_row(expected_prev: &str, rec: &AuditRecord, detail_s: &str) -> Option<String> {
-    if rec.prev_hash != expected_prev {
-        return Some("its prev_hash is not the hash of the row before it: a row was removed, inserted or reordered".into());
-    }
-    if chain_hash(&rec.prev_hash, &rec.at, &rec.entry, detail_s) != rec.hash {
-        return Some("its content does not match its hash: the row was edited".into());
-    }
-    None
-}
-
 pub(crate) fn audit_select() -> String {
     format!("SELECT {AUDIT_COLUMNS} FROM audit")
 }
@@ -175,16 +140,65 @@ impl Store {
         e: &AuditEntry,
         at: &str,
     ) -> Result<(), StoreError> {
-        let prev = txn
+        self.append_chained(txn, e, at, None, ModeSwitch::Refuse)
+            .await
+            .map(|_| ())
+    }
+
+    /// Appends the audit row of a write, linked to its change-feed row.
+    pub(crate) async fn append_write_audit_in(
+        &self,
+        txn: &DatabaseTransaction,
+        e: &AuditEntry,
+        at: &str,
+        change_seq: i64,
+    ) -> Result<(), StoreError> {
+        self.append_chained(txn, e, at, Some(change_seq), ModeSwitch::Refuse)
+            .await
+            .map(|_| ())
+    }
+
+    /// Appends a row hashed in the mode this store writes. The newest row's mode must be
+    /// of the same kind (unkeyed, or keyed with the same key) unless `switch` allows the
+    /// change: a writer never chains a keyed row onto an unkeyed head on its own, since
+    /// that would seal whatever an attacker without the key had rewritten before it.
+    pub(crate) async fn append_chained(
+        &self,
+        txn: &DatabaseTransaction,
+        e: &AuditEntry,
+        at: &str,
+        change_seq: Option<i64>,
+        switch: ModeSwitch,
+    ) -> Result<ChainHead, StoreError> {
+        let head = txn
             .query_one_raw(
-                stmt("SELECT hash FROM audit ORDER BY seq DESC LIMIT 1", vec![])
-                    .build(self.backend),
+                stmt(
+                    "SELECT seq, hash, hash_mode FROM audit ORDER BY seq DESC LIMIT 1",
+                    vec![],
+                )
+                .build(self.backend),
             )
             .await?
-            .map(|r| r.try_get_by_index::<String>(0))
+            .map(|r| {
+                Ok::<_, StoreError>((
+                    r.try_get_by_index::<i64>(0)?,
+                    r.try_get_by_index::<String>(1)?,
+                    r.try_get_by_index::<Option<String>>(2)?,
+                ))
+            })
             .transpose()?;
-        let prev = match prev {
-            Some(h) => h,
+        let keys = &self.opts.audit_keys;
+        let mode = keys.writing_mode();
+        let prev = match head {
+            Some((seq, hash, head_mode)) => {
+                let head_mode = Mode::from_column(head_mode.as_deref());
+                if switch == ModeSwitch::Refuse
+                    && head_mode.as_ref().map(Mode::key_id) != Some(mode.key_id())
+                {
+                    return Err(mode_mismatch(seq, head_mode.as_ref(), keys));
+                }
+                hash
+            }
             // Every row was pruned: the chain continues from the retention anchor.
             None => self
                 .anchor_in(txn)
@@ -193,29 +207,38 @@ impl Store {
                 .unwrap_or_default(),
         };
         let detail = serde_json::to_string(&e.detail).expect("json serializes");
-        let hash = chain_hash(&prev, at, e, &detail);
-        txn.execute_raw(
-            stmt(
-                "INSERT INTO audit (at, actor, source, layer, action, resource_type, resource_id, consumer, outcome, detail, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                vec![
-                    at.into(),
-                    e.actor.clone().into(),
-                    e.source.clone().into(),
-                    e.layer.clone().into(),
-                    e.action.clone().into(),
-                    e.resource_type.clone().into(),
-                    e.resource_id.clone().into(),
-                    e.consumer.clone().into(),
-                    e.outcome.clone().into(),
-                    detail.into(),
-                    prev.into(),
-                    hash.into(),
-                ],
+        let hash = row_hash(&mode, keys, &prev, at, e, &detail, change_seq).ok_or_else(|| {
+            StoreError::Config("the audit chain key this store writes with is missing".into())
+        })?;
+        let row = txn
+            .query_one_raw(
+                stmt(
+                    "INSERT INTO audit (at, actor, source, layer, action, resource_type, resource_id, consumer, outcome, detail, prev_hash, hash, change_seq, hash_mode) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
+                    vec![
+                        at.into(),
+                        e.actor.clone().into(),
+                        e.source.clone().into(),
+                        e.layer.clone().into(),
+                        e.action.clone().into(),
+                        e.resource_type.clone().into(),
+                        e.resource_id.clone().into(),
+                        e.consumer.clone().into(),
+                        e.outcome.clone().into(),
+                        detail.into(),
+                        prev.into(),
+                        hash.clone().into(),
+                        change_seq.into(),
+                        mode.column().into(),
+                    ],
+                )
+                .build(self.backend),
             )
-            .build(self.backend),
-        )
-        .await?;
-        Ok(())
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("the audit insert returned no sequence number".into()))?;
+        Ok(ChainHead {
+            seq: row.try_get_by_index(0)?,
+            hash,
+        })
     }
 
     /// Appends one audit row in its own transaction (auth failures, binds, deliveries).
@@ -263,96 +286,6 @@ impl Store {
         rows.iter()
             .map(|r| read_record(r).map(|(rec, _)| rec))
             .collect()
-    }
-
-    /// Walks the chain in order, from the retention anchor when rows were pruned, and reports
-    /// the first row that does not verify.
-    pub async fn verify_audit_chain(&self) -> Result<ChainReport, StoreError> {
-        let anchor = self.audit_anchor().await?;
-        let (mut expected_prev, mut last_seq) = match &anchor {
-            Some(a) => (a.hash.clone(), a.through_seq),
-            None => (String::new(), 0),
-        };
-        let anchored_after = anchor.as_ref().map(|a| a.through_seq);
-        let broken = |rows: u64, seq: i64, reason: String| ChainReport {
-            rows,
-            anchored_after,
-            first_broken: Some(seq),
-            reason: Some(reason),
-        };
-        if let Some(a) = &anchor {
-            let below = self
-                .db
-                .query_one_raw(stmt("SELECT MIN(seq) FROM audit", vec![]).build(self.backend))
-                .await?
-                .map(|r| r.try_get_by_index::<Option<i64>>(0))
-                .transpose()?
-                .flatten();
-            if let Some(seq) = below.filter(|s| *s <= a.through_seq) {
-                return Ok(broken(
-                    0,
-                    seq,
-                    format!(
-                        "it precedes the retention anchor (rows up to {} were pruned): a row was inserted",
-                        a.through_seq
-                    ),
-                ));
-            }
-        }
-        let mut rows_seen = 0u64;
-        // The newest `audit.prune` row must name the anchor, so that moving the anchor
-        // (to hide deleted rows) breaks the chain.
-        let mut last_prune: Option<(i64, Value)> = None;
-        loop {
-            let rows = self
-                .db
-                .query_all_raw(
-                    stmt(
-                        &format!("{} WHERE seq > ? ORDER BY seq LIMIT 2000", audit_select()),
-                        vec![last_seq.into()],
-                    )
-                    .build(self.backend),
-                )
-                .await?;
-            if rows.is_empty() {
-                break;
-            }
-            for row in &rows {
-                let (rec, detail_s) = read_record(row)?;
-                rows_seen += 1;
-                if let Some(reason) = check_row(&expected_prev, &rec, &detail_s) {
-                    return Ok(broken(rows_seen, rec.seq, reason));
-                }
-                if rec.entry.action == PRUNE_ACTION {
-                    last_prune = Some((rec.seq, rec.entry.detail.clone()));
-                }
-                expected_prev = rec.hash;
-                last_seq = rec.seq;
-            }
-        }
-        if let Some(a) = &anchor {
-            let named = last_prune.as_ref().is_some_and(|(_, d)| {
-                d.get("throughSeq").and_then(Value::as_i64) == Some(a.through_seq)
-                    && d.get("anchorHash").and_then(Value::as_str) == Some(a.hash.as_str())
-            });
-            if !named {
-                let seq = last_prune.map(|(s, _)| s).unwrap_or(a.through_seq + 1);
-                return Ok(broken(
-                    rows_seen,
-                    seq,
-                    format!(
-                        "the retention anchor (rows up to {}) is not the one the last audit.prune row names: the anchor was altered",
-                        a.through_seq
-                    ),
-                ));
-            }
-        }
-        Ok(ChainReport {
-            rows: rows_seen,
-            anchored_after,
-            first_broken: None,
-            reason: None,
-        })
     }
 }
 

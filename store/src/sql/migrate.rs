@@ -28,6 +28,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "audit retention anchor",
         include_str!("migrations/0004_audit_retention.sql"),
     ),
+    (
+        5,
+        "audit chain linked to the change feed, hash modes",
+        include_str!("migrations/0005_audit_chain_end.sql"),
+    ),
 ];
 
 fn render(ddl: &str, backend: DbBackend) -> String {
@@ -85,6 +90,12 @@ pub(crate) async fn schema_state(db: &impl ConnectionTrait) -> Result<SchemaStat
 }
 
 pub(crate) async fn run(db: &DatabaseConnection) -> Result<(), StoreError> {
+    run_to(db, latest_version()).await
+}
+
+/// Applies the migrations up to `target` only: tests build databases as older versions
+/// left them.
+pub(crate) async fn run_to(db: &DatabaseConnection, target: i64) -> Result<(), StoreError> {
     let backend = db.get_database_backend();
     // Every pending migration in one transaction. On PostgreSQL it first takes a
     // transaction-scoped advisory lock, so two instances starting together do not both
@@ -108,7 +119,7 @@ pub(crate) async fn run(db: &DatabaseConnection) -> Result<(), StoreError> {
     }
     let mut pending: Vec<&(i64, &str, &str)> = MIGRATIONS
         .iter()
-        .filter(|m| missing.contains(&m.0))
+        .filter(|m| missing.contains(&m.0) && m.0 <= target)
         .collect();
     pending.sort_by_key(|m| m.0);
     for (version, description, ddl) in &pending {

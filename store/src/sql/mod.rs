@@ -9,6 +9,7 @@
 
 mod audit;
 mod builder;
+mod chain;
 mod filter;
 mod ldap;
 mod lookup;
@@ -27,9 +28,11 @@ use sea_orm::{
     DbErr, SqlErr, TransactionOptions, TransactionTrait,
 };
 
-pub use audit::{AuditEntry, AuditFilter, AuditRecord, ChainReport};
+pub use audit::{AuditEntry, AuditFilter, AuditRecord};
+pub use chain::{AuditKeys, ChainHead, ChainKey, ChainReport, REKEY_ACTION, RekeyReport};
 pub use ldap::LdapAccount;
 pub use migrate::latest_version;
+pub(crate) use migrate::run_to as migrate_to;
 pub use outbound::{
     Attempt, Claim, Consumer, ConsumerState, ConsumerStats, FailOutcome, LinkUpdate, MemberDelta,
     MemberSync, QueueEntry, ScheduledActionRow,
@@ -89,6 +92,8 @@ pub struct StoreOptions {
     /// Group members whose id names no resource are left out (and named in the audit row)
     /// instead of failing the request: IdPs push memberships of users outside their scope.
     pub ignore_unknown_members: bool,
+    /// Keys of the audit chain's HMAC (none: unkeyed SHA-256).
+    pub audit_keys: AuditKeys,
 }
 
 impl Default for StoreOptions {
@@ -98,6 +103,7 @@ impl Default for StoreOptions {
             max_connections: 16,
             sqlite_sync_full: true,
             ignore_unknown_members: true,
+            audit_keys: AuditKeys::default(),
         }
     }
 }

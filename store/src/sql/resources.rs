@@ -482,9 +482,9 @@ impl Store {
         let json_list = |v: &[String]| {
             (!v.is_empty()).then(|| serde_json::to_string(v).expect("strings serialize"))
         };
-        txn.execute_raw(
+        let change = txn.query_one_raw(
             stmt(
-                "INSERT INTO changes (at, resource_type, resource_id, op, old_version, new_version, attributes, members_added, members_removed, actor) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO changes (at, resource_type, resource_id, op, old_version, new_version, attributes, members_added, members_removed, actor) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
                 vec![
                     at.clone().into(),
                     kind.as_str().into(),
@@ -500,7 +500,9 @@ impl Store {
             )
             .build(self.backend),
         )
-        .await?;
+        .await?
+        .ok_or_else(|| StoreError::Corrupt("the change-feed insert returned no sequence number".into()))?;
+        let change_seq: i64 = change.try_get_by_index(0)?;
         let mut detail = serde_json::json!({ "changes": written.audit_changes });
         if versions.0.is_some() || versions.1.is_some() {
             detail["oldVersion"] = versions.0.into();
@@ -526,7 +528,8 @@ impl Store {
             outcome: "success".into(),
             detail,
         };
-        self.append_audit_in(txn, &entry, &at).await
+        self.append_write_audit_in(txn, &entry, &at, change_seq)
+            .await
     }
 
     fn audit_changes(

@@ -3,15 +3,17 @@
 //! Pruning deletes the oldest audit rows without breaking verification: before a batch of
 //! rows is deleted it is verified against the current anchor (so that retention never
 //! destroys the evidence of tampering), the hash of its last row is recorded in
-//! `audit_anchor`, and an `audit.prune` row naming that anchor is appended, all in one
-//! transaction. `verify_audit_chain` then starts from the newest anchor and checks that the
+//! `audit_anchor` (with the newest change-feed row whose audit row went, after which every
+//! change row must still have its audit row), and an `audit.prune` row naming that anchor
+//! is appended, all in one transaction. `verify_audit_chain` then starts from the newest anchor and checks that the
 //! newest `audit.prune` row names it.
 
 use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend};
 use serde::Serialize;
 
-use super::audit::{AuditEntry, PRUNE_ACTION, audit_select, check_row, read_record};
+use super::audit::{AuditEntry, PRUNE_ACTION, audit_select, read_record};
 use super::builder::stmt;
+use super::chain::ChainWalk;
 use super::{Actor, Store};
 use crate::error::StoreError;
 use crate::model::now_timestamp;
@@ -28,6 +30,9 @@ pub struct AuditAnchor {
     pub hash: String,
     pub pruned_at: String,
     pub rows_pruned: i64,
+    /// The newest change-feed row whose audit row was pruned: change rows up to here need
+    /// no audit row.
+    pub through_change_seq: i64,
 }
 
 /// What one pruning run did.
@@ -52,11 +57,11 @@ fn read_anchor(row: &sea_orm::QueryResult) -> Result<AuditAnchor, StoreError> {
         hash: row.try_get_by_index(1)?,
         pruned_at: row.try_get_by_index(2)?,
         rows_pruned: row.try_get_by_index(3)?,
+        through_change_seq: row.try_get_by_index(4)?,
     })
 }
 
-const ANCHOR_QUERY: &str =
-    "SELECT through_seq, hash, pruned_at, rows_pruned FROM audit_anchor ORDER BY id DESC LIMIT 1";
+const ANCHOR_QUERY: &str = "SELECT through_seq, hash, pruned_at, rows_pruned, through_change_seq FROM audit_anchor ORDER BY id DESC LIMIT 1";
 
 impl Store {
     /// The newest retention anchor, if rows were ever pruned.
@@ -118,20 +123,25 @@ impl Store {
                 return Ok(report);
             }
             let anchor = self.anchor_in(&txn).await?;
-            let mut expected = anchor.map(|a| a.hash).unwrap_or_default();
+            let pruned_changes = anchor.as_ref().map_or(0, |a| a.through_change_seq);
+            let mut walk = ChainWalk::new(
+                &self.opts.audit_keys,
+                anchor.map(|a| a.hash).unwrap_or_default(),
+            );
             let mut last_seq = 0;
             for row in &rows {
                 let (rec, detail_s) = read_record(row)?;
-                if let Some(reason) = check_row(&expected, &rec, &detail_s) {
+                if let Err(reason) = walk.check(&rec, &detail_s) {
                     txn.rollback().await?;
                     return Err(StoreError::Corrupt(format!(
                         "audit row {} does not verify ({reason}); retention stopped so that the rows are kept for inspection",
                         rec.seq
                     )));
                 }
-                expected = rec.hash;
                 last_seq = rec.seq;
             }
+            let expected = walk.expected_prev().to_string();
+            let through_change = walk.last_change.unwrap_or(0).max(pruned_changes);
             let n = rows.len() as i64;
             txn.execute_raw(
                 stmt("DELETE FROM audit WHERE seq <= ?", vec![last_seq.into()]).build(self.backend),
@@ -140,8 +150,14 @@ impl Store {
             let now = now_timestamp();
             txn.execute_raw(
                 stmt(
-                    "INSERT INTO audit_anchor (through_seq, hash, pruned_at, rows_pruned) VALUES (?, ?, ?, ?)",
-                    vec![last_seq.into(), expected.clone().into(), now.clone().into(), n.into()],
+                    "INSERT INTO audit_anchor (through_seq, hash, pruned_at, rows_pruned, through_change_seq) VALUES (?, ?, ?, ?, ?)",
+                    vec![
+                        last_seq.into(),
+                        expected.clone().into(),
+                        now.clone().into(),
+                        n.into(),
+                        through_change.into(),
+                    ],
                 )
                 .build(self.backend),
             )
@@ -158,6 +174,7 @@ impl Store {
                 detail: serde_json::json!({
                     "throughSeq": last_seq,
                     "anchorHash": expected,
+                    "throughChangeSeq": through_change,
                     "rows": n,
                     "cutoff": cutoff,
                 }),

@@ -1,6 +1,7 @@
 //! Store integration tests on a real database: SQLite by default, PostgreSQL with
 //! `SCIMHUB_TEST_DB=postgres`.
 
+mod audit_chain;
 mod filters;
 mod retention;
 mod writes;
