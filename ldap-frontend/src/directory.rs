@@ -566,7 +566,7 @@ impl Directory {
             Box::new(ResolvedFilter::Compare(
                 AttrTarget::Name,
                 CompareOp::Eq,
-                ResolvedValue::Text(name.to_lowercase()),
+                ResolvedValue::Text(store::model::name_key(name)),
             )),
         );
         self.with_visibility(kind, f)
@@ -639,7 +639,7 @@ impl Directory {
             } else {
                 &group_ids
             };
-            if let Some(id) = ids.get(&name.to_lowercase()) {
+            if let Some(id) = ids.get(&store::model::name_key(&name)) {
                 if in_chain && !refs.containing.contains_key(&norm) {
                     refs.containing
                         .insert(norm.clone(), self.store.groups_containing(id).await?);
@@ -740,7 +740,7 @@ impl Directory {
                     };
                     // One entry by its name: answered together with concurrent lookups.
                     let by_name = match (&raw, name) {
-                        (ResolvedFilter::Const(true), Some(n)) => Some(n.to_lowercase()),
+                        (ResolvedFilter::Const(true), Some(n)) => Some(n.clone()),
                         (f, None) => name_equality(f),
                         _ => None,
                     };
