@@ -365,9 +365,16 @@ impl Directory {
                 .await;
             return resp(success());
         }
-        let key = Dn::parse(&dn)
-            .map(|d| d.norm())
-            .unwrap_or_else(|_| dn.to_lowercase());
+        // A name that is not a DN names no account whatever the password: refused as such
+        // (its syntax tells nothing about which accounts exist).
+        let key = match Dn::parse(&dn) {
+            Ok(d) => d.norm(),
+            Err(e) => {
+                self.audit_bind(session, &dn, ("", None), "failure", "invalid DN syntax")
+                    .await;
+                return resp(result(LdapResultCode::InvalidDNSyntax, "", e));
+            }
+        };
         let invalid = || {
             resp(result(
                 LdapResultCode::InvalidCredentials,
@@ -426,7 +433,9 @@ impl Directory {
                     Err(e) => Err(e),
                 }
             }
-            _ => Ok(None),
+            // No account by that name: the same argon2 work as a wrong password, so that
+            // timing does not tell which accounts exist.
+            _ => self.store.verify_no_account(&password).await.map(|_| None),
         };
         match outcome {
             Ok(Some((principal, target))) => {

@@ -4,10 +4,10 @@
 //! A name is stored trimmed of leading and trailing white space (Unicode `White_Space`)
 //! and in Unicode Normalization Form C, so that "frank" and "Frank " cannot be two
 //! accounts, nor "Fránk" typed precomposed and with a combining accent (U+0301): what a
-//! client reads back is the stored form. Names are
-//! compared case-insensitively (the unique index holds [`name_key`]), which with NFC is the
-//! comparison of RFC 8265's UsernameCaseMapped profile without its width mapping and its
-//! repertoire restrictions (real IdPs send group names with spaces and punctuation).
+//! client reads back is the stored form. Names are compared case-insensitively (the
+//! unique index holds [`name_key`]): with NFC, the comparison of RFC 8265's
+//! UsernameCaseMapped profile without its width mapping and its repertoire restrictions
+//! (real IdPs send group names with spaces and punctuation).
 //!
 //! No stored text contains NUL (writes refuse it), so a comparison value holding one can
 //! match nothing and is refused before it reaches a database ([`check_comparison_text`]).
