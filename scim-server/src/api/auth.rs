@@ -205,10 +205,19 @@ impl JwtVerifier {
                 }
             }
         }
-        Err(worst.map_or_else(
-            || "the JWT was rejected".to_string(),
-            |k| self.explain(&k),
-        ))
+        Err(match worst {
+            // Present but not a NumericDate/string: the library reports it as missing.
+            Some(jsonwebtoken::errors::ErrorKind::MissingRequiredClaim(c))
+                if jsonwebtoken::dangerous::insecure_decode_claims::<HashMap<String, Value>>(
+                    token,
+                )
+                .is_ok_and(|claims| claims.contains_key(&c)) =>
+            {
+                format!("the JWT's {c} claim has the wrong type")
+            }
+            Some(k) => self.explain(&k),
+            None => "the JWT was rejected".to_string(),
+        })
     }
 
     /// What a JWT verification error means, without the library's wording.
