@@ -128,7 +128,10 @@ pub async fn guard(
         StatusCode::NOT_FOUND => ServerError::NotFound(format!("{path} is not found")),
         other => ServerError::bad(
             "invalidValue",
-            other.canonical_reason().unwrap_or("bad request").to_string(),
+            other
+                .canonical_reason()
+                .unwrap_or("bad request")
+                .to_string(),
         ),
     };
     let mut resp = error_response(face, &e);

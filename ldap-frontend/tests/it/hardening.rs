@@ -8,8 +8,8 @@ use futures_util::{SinkExt, StreamExt};
 use ldap_frontend::{Directory, Session};
 use ldap3_proto::LdapCodec;
 use ldap3_proto::proto::{
-    LdapBindCred, LdapBindRequest, LdapDerefAliases, LdapFilter, LdapMsg, LdapOp,
-    LdapResultCode, LdapSearchRequest, LdapSearchScope,
+    LdapBindCred, LdapBindRequest, LdapDerefAliases, LdapFilter, LdapMsg, LdapOp, LdapResultCode,
+    LdapSearchRequest, LdapSearchScope,
 };
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -80,7 +80,8 @@ async fn every_bind_costs_one_password_verification_whether_the_account_exists_o
     let mut cfg = test_config();
     cfg.bind_max_failures = 1000;
     let hub = Hub::with_config(cfg.clone()).await;
-    hub.user("alice", json!({"password": "right password"})).await;
+    hub.user("alice", json!({"password": "right password"}))
+        .await;
     hub.user("nopass", json!({})).await;
     hub.user("gone", json!({"password": "pw", "active": false}))
         .await;
@@ -111,7 +112,9 @@ async fn every_bind_costs_one_password_verification_whether_the_account_exists_o
     ];
     for dn in &attempts {
         let before = hub.store.password_verifications();
-        let r = dir.handle(&mut session, bind(1, dn, "wrong password")).await;
+        let r = dir
+            .handle(&mut session, bind(1, dn, "wrong password"))
+            .await;
         assert_eq!(bind_code(&r), LdapResultCode::InvalidCredentials, "{dn}");
         assert_eq!(
             hub.store.password_verifications(),
@@ -144,7 +147,11 @@ async fn every_bind_costs_one_password_verification_whether_the_account_exists_o
 
     // A name that is not a DN is refused as such, without a verification.
     let before = hub.store.password_verifications();
-    for bad in ["not a dn", "uid=alice\\", "uid=al\0ice,ou=people,dc=example,dc=org"] {
+    for bad in [
+        "not a dn",
+        "uid=alice\\",
+        "uid=al\0ice,ou=people,dc=example,dc=org",
+    ] {
         let r = dir.handle(&mut session, bind(5, bad, "pw")).await;
         assert_eq!(bind_code(&r), LdapResultCode::InvalidDNSyntax, "{bad:?}");
     }
@@ -178,10 +185,7 @@ async fn nul_in_dns_and_filter_values_gets_ldap_answers() {
                 final_: None,
             },
         ),
-        LdapFilter::And(vec![
-            eq("objectClass", "inetOrgPerson"),
-            eq("uid", "ivy\0"),
-        ]),
+        LdapFilter::And(vec![eq("objectClass", "inetOrgPerson"), eq("uid", "ivy\0")]),
     ] {
         let r = dir.handle(&mut session, search(2, BASE, f.clone())).await;
         assert_eq!(search_outcome(&r), (LdapResultCode::Success, 0), "{f:?}");
@@ -274,7 +278,10 @@ async fn a_message_declaring_100_mb_is_refused_at_its_header() {
         .await
         .unwrap();
     let text = until_closed(&mut sock).await;
-    assert!(text.contains(NOTICE_OID), "notice of disconnection: {text:?}");
+    assert!(
+        text.contains(NOTICE_OID),
+        "notice of disconnection: {text:?}"
+    );
     assert!(
         text.contains("104857606") && text.contains("ldap.max_message_bytes"),
         "{text:?}"
@@ -282,11 +289,18 @@ async fn a_message_declaring_100_mb_is_refused_at_its_header() {
 
     // The other connection and new ones carry on.
     other
-        .send(search(2, BASE, LdapFilter::Equality("uid".into(), "ivy".into())))
+        .send(search(
+            2,
+            BASE,
+            LdapFilter::Equality("uid".into(), "ivy".into()),
+        ))
         .await
         .unwrap();
     let entry = other.next().await.unwrap().unwrap();
-    assert!(matches!(entry.op, LdapOp::SearchResultEntry(_)), "{entry:?}");
+    assert!(
+        matches!(entry.op, LdapOp::SearchResultEntry(_)),
+        "{entry:?}"
+    );
     let o = hub.search(&["-b", BASE, "(uid=ivy)", "uid"]).await;
     assert_eq!(o.values("uid"), vec!["ivy"]);
 }
@@ -379,7 +393,10 @@ async fn silent_and_trickling_clients_are_closed_after_the_request_timeout() {
     let (mut rd, mut wr) = sock.split();
     let trickle = async {
         // A SEQUENCE declaring 200 bytes, then a byte every 200 ms.
-        for b in [0x30u8, 0x81, 0xc8].into_iter().chain(std::iter::repeat(0x04)) {
+        for b in [0x30u8, 0x81, 0xc8]
+            .into_iter()
+            .chain(std::iter::repeat(0x04))
+        {
             if wr.write_all(&[b]).await.is_err() {
                 return;
             }

@@ -195,10 +195,8 @@ impl JwtVerifier {
             match jsonwebtoken::decode::<HashMap<String, Value>>(token, key, &v) {
                 Ok(data) => return Ok(self.principal(&data.claims)),
                 Err(e) => {
-                    let signature_failed = matches!(
-                        e.kind(),
-                        jsonwebtoken::errors::ErrorKind::InvalidSignature
-                    );
+                    let signature_failed =
+                        matches!(e.kind(), jsonwebtoken::errors::ErrorKind::InvalidSignature);
                     if worst.is_none() || !signature_failed {
                         worst = Some(e.into_kind());
                     }

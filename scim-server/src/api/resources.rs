@@ -656,9 +656,7 @@ fn me_not_found(e: ServerError) -> ServerError {
 /// `Principal::can_read_self`); writes through /Me need `users:write` like any other write.
 pub async fn me_get(state: State, req: HttpRequest) -> Result<HttpResponse, ServerError> {
     let (p, id) = me_id(&state, &req).await?;
-    state
-        .require(p.can_read_self(), &p, &req, "self")
-        .await?;
+    state.require(p.can_read_self(), &p, &req, "self").await?;
     respond_get(&state, &req, ResourceKind::User, &id)
         .await
         .map_err(me_not_found)

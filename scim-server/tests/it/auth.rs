@@ -301,9 +301,18 @@ async fn configured_issuer_audience_and_expiry_are_required_claims() {
         (without("exp"), "no expiry (exp)"),
         (with("exp", json!(now() - 3600)), "expired"),
         (with("nbf", json!(now() + 3600)), "not valid yet"),
-        (with("aud", json!(["other", "another"])), "audience (aud) does not include"),
-        (with("iss", json!("https://evil.example")), "issuer (iss) is not"),
-        (with("exp", json!("tomorrow")), "exp claim has the wrong type"),
+        (
+            with("aud", json!(["other", "another"])),
+            "audience (aud) does not include",
+        ),
+        (
+            with("iss", json!("https://evil.example")),
+            "issuer (iss) is not",
+        ),
+        (
+            with("exp", json!("tomorrow")),
+            "exp claim has the wrong type",
+        ),
         (crit, "critical (crit)"),
         (
             sign(
@@ -322,13 +331,21 @@ async fn configured_issuer_audience_and_expiry_are_required_claims() {
         assert!(detail.contains(want), "{want}: {detail}");
         assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
         // The library's own wording stays inside.
-        for internal in ["ExpiredSignature", "InvalidAudience", "MissingRequiredClaim", "Error(", "JSON error"] {
+        for internal in [
+            "ExpiredSignature",
+            "InvalidAudience",
+            "MissingRequiredClaim",
+            "Error(",
+            "JSON error",
+        ] {
             assert!(!detail.contains(internal), "{detail}");
         }
     }
     // An audience list that names this server is fine.
     assert_eq!(
-        refusal(&hub, &with("aud", json!(["other", "scimhub"]))).await.0,
+        refusal(&hub, &with("aud", json!(["other", "scimhub"])))
+            .await
+            .0,
         200
     );
     hub.stop().await;
@@ -337,17 +354,32 @@ async fn configured_issuer_audience_and_expiry_are_required_claims() {
     // switched off.
     let hub = Hub::start_with(|c| c.auth.jwt.hs256_secret = SECRET.into()).await;
     let bare = json!({"sub": "svc", "scope": "users:read"});
-    let (status, detail, _) = refusal(&hub, &sign(Algorithm::HS256, &key, None, bare.clone())).await;
-    assert_eq!((status, detail.contains("no expiry (exp)")), (401, true), "{detail}");
+    let (status, detail, _) =
+        refusal(&hub, &sign(Algorithm::HS256, &key, None, bare.clone())).await;
+    assert_eq!(
+        (status, detail.contains("no expiry (exp)")),
+        (401, true),
+        "{detail}"
+    );
     let mut dated = bare.clone();
     dated["exp"] = json!(now() + 300);
-    assert_eq!(refusal(&hub, &sign(Algorithm::HS256, &key, None, dated)).await.0, 200);
+    assert_eq!(
+        refusal(&hub, &sign(Algorithm::HS256, &key, None, dated))
+            .await
+            .0,
+        200
+    );
     hub.stop().await;
     let hub = Hub::start_with(|c| {
         c.auth.jwt.hs256_secret = SECRET.into();
         c.auth.jwt.allow_missing_exp = true;
     })
     .await;
-    assert_eq!(refusal(&hub, &sign(Algorithm::HS256, &key, None, bare)).await.0, 200);
+    assert_eq!(
+        refusal(&hub, &sign(Algorithm::HS256, &key, None, bare))
+            .await
+            .0,
+        200
+    );
     hub.stop().await;
 }

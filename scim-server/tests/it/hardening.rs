@@ -75,18 +75,30 @@ async fn refusals_carry_rfc_6750_challenges() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
-    let challenge = r.headers()["www-authenticate"].to_str().unwrap().to_string();
+    let challenge = r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_string();
     assert!(
         challenge.starts_with("Bearer realm=\"scimhub\", error=\"invalid_token\""),
         "{challenge}"
     );
 
     let t = hub.token("reader", &["users:read"], None).await;
-    let r = c.get(hub.url("/Groups")).bearer_auth(&t).send().await.unwrap();
+    let r = c
+        .get(hub.url("/Groups"))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
-    let challenge = r.headers()["www-authenticate"].to_str().unwrap().to_string();
+    let challenge = r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_string();
     assert!(
-        challenge.contains("error=\"insufficient_scope\"") && challenge.contains("scope=\"groups:read\""),
+        challenge.contains("error=\"insufficient_scope\"")
+            && challenge.contains("scope=\"groups:read\""),
         "{challenge}"
     );
     let body: Value = r.json().await.unwrap();
@@ -125,19 +137,33 @@ async fn refusals_carry_rfc_6750_challenges() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn me_reads_only_the_tokens_own_user_under_the_self_scope() {
     let hub = Hub::start().await;
-    let (_, alice) = post(&hub, "/Users", json!({"userName": "alice", "title": "Nurse"})).await;
+    let (_, alice) = post(
+        &hub,
+        "/Users",
+        json!({"userName": "alice", "title": "Nurse"}),
+    )
+    .await;
     let (_, bob) = post(&hub, "/Users", json!({"userName": "bob"})).await;
     let alice_id = alice["id"].as_str().unwrap();
     let bob_id = bob["id"].as_str().unwrap();
 
     // groups:read only, bound to alice: /Me is alice, nothing else about users.
-    let t = hub.token("alice-app", &["groups:read"], Some(alice_id)).await;
+    let t = hub
+        .token("alice-app", &["groups:read"], Some(alice_id))
+        .await;
     let (status, me) = get(&hub, &t, "/Me").await;
     assert_eq!(status, 200, "{me}");
-    assert_eq!((me["id"].as_str(), me["userName"].as_str()), (Some(alice_id), Some("alice")));
+    assert_eq!(
+        (me["id"].as_str(), me["userName"].as_str()),
+        (Some(alice_id), Some("alice"))
+    );
     assert_eq!(me["title"], "Nurse");
     assert_eq!(get(&hub, &t, &format!("/Users/{bob_id}")).await.0, 403);
-    assert_eq!(get(&hub, &t, &format!("/Users/{alice_id}")).await.0, 403, "self is /Me only");
+    assert_eq!(
+        get(&hub, &t, &format!("/Users/{alice_id}")).await.0,
+        403,
+        "self is /Me only"
+    );
     assert_eq!(get(&hub, &t, "/Users").await.0, 403);
     assert_eq!(get(&hub, &t, "/Groups").await.0, 200);
     // Writes through /Me follow the write scopes.
@@ -152,15 +178,28 @@ async fn me_reads_only_the_tokens_own_user_under_the_self_scope() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
-    assert!(r.headers()["www-authenticate"].to_str().unwrap().contains("users:write"));
-    let r = hub.client().delete(hub.url("/Me")).bearer_auth(&t).send().await.unwrap();
+    assert!(
+        r.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("users:write")
+    );
+    let r = hub
+        .client()
+        .delete(hub.url("/Me"))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
 
     // The self scope alone, and a writer bound to bob.
     let only_self = hub.token("alice-self", &["self"], Some(alice_id)).await;
     assert_eq!(get(&hub, &only_self, "/Me").await.1["userName"], "alice");
     assert_eq!(get(&hub, &only_self, "/Groups").await.0, 403);
-    let writer = hub.token("bob-writer", &["users:write"], Some(bob_id)).await;
+    let writer = hub
+        .token("bob-writer", &["users:write"], Some(bob_id))
+        .await;
     let r = hub
         .client()
         .patch(hub.url("/Me"))
@@ -171,7 +210,10 @@ async fn me_reads_only_the_tokens_own_user_under_the_self_scope() {
         .unwrap();
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
-    assert_eq!((v["userName"].as_str(), v["title"].as_str()), (Some("bob"), Some("Head nurse")));
+    assert_eq!(
+        (v["userName"].as_str(), v["title"].as_str()),
+        (Some("bob"), Some("Head nurse"))
+    );
 
     // A token bound to no user has no /Me.
     let unbound = hub.token("unbound", &["users:read"], None).await;
@@ -194,7 +236,7 @@ impl Served {
             .unwrap()
             .port();
         let log = std::env::temp_dir().join(format!("scimhub-log-{}.jsonl", uuid::Uuid::new_v4()));
-        let child = Command::new(env!("CARGO_BIN_EXE_scimhub"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_scimhub"))
             .arg("serve")
             .env("SCIMHUB_DATABASE_URL", db)
             .env("SCIMHUB_HTTP_ADDR", format!("127.0.0.1:{port}"))
@@ -214,6 +256,8 @@ impl Served {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("scimhub serve did not come up");
     }
 
@@ -267,13 +311,23 @@ async fn client_mistakes_get_404_or_405_with_allow_and_no_error_log() {
         ("POST", "/admin/assets/style.css", 405, Some("GET")),
         ("PUT", "/admin/login", 405, Some("GET, POST")),
         ("DELETE", "/admin/api/v1/consumers", 405, Some("GET, POST")),
-        ("PATCH", "/admin/api/v1/consumers/x", 405, Some("GET, PUT, DELETE")),
+        (
+            "PATCH",
+            "/admin/api/v1/consumers/x",
+            405,
+            Some("GET, PUT, DELETE"),
+        ),
         ("POST", "/admin/api/v1/audit", 405, Some("GET")),
         ("GET", "/admin/api/v1/nothing", 404, None),
         ("POST", "/scim/v2/Schemas", 405, Some("GET")),
         ("DELETE", "/scim/v2/ServiceProviderConfig", 405, Some("GET")),
         ("PUT", "/scim/v2/Users", 405, Some("GET, POST")),
-        ("POST", "/scim/v2/Users/some-id", 405, Some("GET, PUT, PATCH, DELETE")),
+        (
+            "POST",
+            "/scim/v2/Users/some-id",
+            405,
+            Some("GET, PUT, PATCH, DELETE"),
+        ),
         ("GET", "/scim/v2/Bulk", 405, Some("POST")),
         ("POST", "/healthz", 405, Some("GET")),
         ("GET", "/nowhere", 404, None),
@@ -293,7 +347,8 @@ async fn client_mistakes_get_404_or_405_with_allow_and_no_error_log() {
         if path.starts_with("/admin/") && !path.starts_with("/admin/api/") {
             assert!(text.contains("text/html"), "{method} {path}: {text}");
         } else {
-            let v: Value = serde_json::from_str(body).unwrap_or_else(|_| panic!("{method} {path}: {body}"));
+            let v: Value =
+                serde_json::from_str(body).unwrap_or_else(|_| panic!("{method} {path}: {body}"));
             assert_eq!(v["status"], want.to_string(), "{method} {path}");
         }
     }
@@ -327,9 +382,18 @@ async fn client_mistakes_get_404_or_405_with_allow_and_no_error_log() {
     assert_eq!(r.status(), 200);
 
     let log = hub.stop();
-    assert!(log.contains("\"served\""), "the log was captured: {log:.300}");
-    let errors: Vec<&str> = log.lines().filter(|l| l.contains("\"level\":\"ERROR\"")).collect();
-    assert!(errors.is_empty(), "ERROR lines for client mistakes: {errors:#?}");
+    assert!(
+        log.contains("\"served\""),
+        "the log was captured: {log:.300}"
+    );
+    let errors: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("\"level\":\"ERROR\""))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "ERROR lines for client mistakes: {errors:#?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -339,7 +403,11 @@ async fn nul_in_admin_and_scim_parameters_is_a_client_error() {
     let admin = format!("{}/admin/api/v1", root(&hub));
     let cases: &[(&str, String, u16)] = &[
         ("GET", format!("{admin}/audit?actor=%00"), 400),
-        ("GET", format!("{admin}/audit?resource=a%00b&format=csv"), 400),
+        (
+            "GET",
+            format!("{admin}/audit?resource=a%00b&format=csv"),
+            400,
+        ),
         ("GET", format!("{admin}/consumers/%00"), 404),
         ("PUT", format!("{admin}/consumers/%00"), 404),
         ("POST", format!("{admin}/consumers/x%00/pause"), 404),
@@ -348,7 +416,11 @@ async fn nul_in_admin_and_scim_parameters_is_a_client_error() {
         ("GET", format!("{admin}/scheduled?consumer=%00"), 400),
         ("GET", format!("{admin}/dead-letters?consumer=%00"), 400),
         ("GET", hub.url("/Users/%00"), 404),
-        ("GET", hub.url("/Users?filter=userName%20eq%20%22%00%22"), 400),
+        (
+            "GET",
+            hub.url("/Users?filter=userName%20eq%20%22%00%22"),
+            400,
+        ),
         ("GET", hub.url("/Groups?attributes=%00"), 400),
     ];
     for (method, url, want) in cases {
@@ -362,7 +434,10 @@ async fn nul_in_admin_and_scim_parameters_is_a_client_error() {
         assert_eq!(r.status().as_u16(), *want, "{method} {url}");
         let v: Value = r.json().await.unwrap();
         assert_eq!(v["status"], want.to_string(), "{method} {url}: {v}");
-        assert!(v["detail"].as_str().unwrap().contains("NUL"), "{method} {url}: {v}");
+        assert!(
+            v["detail"].as_str().unwrap().contains("NUL"),
+            "{method} {url}: {v}"
+        );
     }
     // The UI answers with a page.
     let r = c
@@ -407,9 +482,21 @@ async fn a_resource_must_name_its_core_schema() {
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["scimType"], "invalidValue");
     let detail = body["detail"].as_str().unwrap();
-    assert!(detail.contains("urn:example:nope") && detail.contains(USER), "{detail}");
-    assert!(find(&hub, "/Users", "userName eq \"nope\"").await.is_empty());
-    let (status, _) = post(&hub, "/Groups", json!({"schemas": [USER], "displayName": "g"})).await;
+    assert!(
+        detail.contains("urn:example:nope") && detail.contains(USER),
+        "{detail}"
+    );
+    assert!(
+        find(&hub, "/Users", "userName eq \"nope\"")
+            .await
+            .is_empty()
+    );
+    let (status, _) = post(
+        &hub,
+        "/Groups",
+        json!({"schemas": [USER], "displayName": "g"}),
+    )
+    .await;
     assert_eq!(status, 400, "a User's schema does not make a Group");
 
     // What Entra ID and Okta send.
@@ -464,7 +551,11 @@ async fn a_resource_must_name_its_core_schema() {
         assert_eq!(op["response"]["scimType"], "invalidValue", "{op}");
     }
     assert_eq!(ops[2]["status"], "201");
-    assert!(find(&hub, "/Users", "userName eq \"bulk-nope\"").await.is_empty());
+    assert!(
+        find(&hub, "/Users", "userName eq \"bulk-nope\"")
+            .await
+            .is_empty()
+    );
     hub.stop().await;
 }
 
@@ -495,7 +586,10 @@ async fn names_are_stored_trimmed_and_nfc_and_filters_follow() {
         ("userName ne \"frank \" and userName sw \"f\"", None),
     ] {
         let found = find(&hub, "/Users", filter).await;
-        let names: Vec<&str> = found.iter().filter_map(|u| u["userName"].as_str()).collect();
+        let names: Vec<&str> = found
+            .iter()
+            .filter_map(|u| u["userName"].as_str())
+            .collect();
         assert_eq!(names, want.into_iter().collect::<Vec<_>>(), "{filter}");
     }
     // A PUT or PATCH with surrounding white space changes nothing.
@@ -504,8 +598,10 @@ async fn names_are_stored_trimmed_and_nfc_and_filters_follow() {
         .client()
         .patch(hub.url(&format!("/Users/{id}")))
         .bearer_auth(&hub.token)
-        .json(&json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
-            "Operations": [{"op": "replace", "path": "userName", "value": " Frank  "}]}))
+        .json(
+            &json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": [{"op": "replace", "path": "userName", "value": " Frank  "}]}),
+        )
         .send()
         .await
         .unwrap()
@@ -513,13 +609,18 @@ async fn names_are_stored_trimmed_and_nfc_and_filters_follow() {
         .await
         .unwrap();
     assert_eq!(r["userName"], "Frank");
-    assert_eq!(r["meta"]["version"], frank["meta"]["version"], "no change, no new version");
+    assert_eq!(
+        r["meta"]["version"], frank["meta"]["version"],
+        "no change, no new version"
+    );
     let r = hub
         .client()
         .patch(hub.url(&format!("/Users/{}", jose["id"].as_str().unwrap())))
         .bearer_auth(&hub.token)
-        .json(&json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
-            "Operations": [{"op": "replace", "path": "userName", "value": "frank "}]}))
+        .json(
+            &json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": [{"op": "replace", "path": "userName", "value": "frank "}]}),
+        )
         .send()
         .await
         .unwrap();
@@ -529,7 +630,12 @@ async fn names_are_stored_trimmed_and_nfc_and_filters_follow() {
     let (status, g) = post(&hub, "/Groups", json!({"displayName": " Ward 3 "})).await;
     assert_eq!(status, 201);
     assert_eq!(g["displayName"], "Ward 3");
-    assert_eq!(post(&hub, "/Groups", json!({"displayName": "ward 3"})).await.0, 409);
+    assert_eq!(
+        post(&hub, "/Groups", json!({"displayName": "ward 3"}))
+            .await
+            .0,
+        409
+    );
     let found = find(&hub, "/Groups", "displayName eq \"WARD 3 \"").await;
     assert_eq!(found.len(), 1);
     hub.stop().await;
@@ -576,10 +682,16 @@ async fn http_connections_beyond_the_limit_wait_for_a_free_slot() {
     // The third connects (the kernel queues it) but is not served while both are open.
     let mut third = TcpStream::connect(&addr).await.unwrap();
     third.write_all(HEALTHZ).await.unwrap();
-    assert_eq!(read_some(&mut third, Duration::from_millis(800)).await, None);
+    assert_eq!(
+        read_some(&mut third, Duration::from_millis(800)).await,
+        None
+    );
     drop(held.pop());
     let r = read_some(&mut third, Duration::from_secs(20)).await;
-    assert!(r.as_deref().is_some_and(|r| r.starts_with("HTTP/1.1 200")), "{r:?}");
+    assert!(
+        r.as_deref().is_some_and(|r| r.starts_with("HTTP/1.1 200")),
+        "{r:?}"
+    );
     drop((held, third));
     hub.stop().await;
 }
@@ -619,9 +731,15 @@ async fn slow_http_clients_are_cut_off() {
             false
         }
     };
-    assert!(!completed, "a head trickling in is cut off before it is complete");
+    assert!(
+        !completed,
+        "a head trickling in is cut off before it is complete"
+    );
     let text = String::from_utf8_lossy(&got);
-    assert!(text.is_empty() || text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
+    );
 
     // Sends a body's first bytes and stalls.
     let mut body = TcpStream::connect(&addr).await.unwrap();
@@ -636,7 +754,10 @@ async fn slow_http_clients_are_cut_off() {
     .unwrap();
     let text = until_closed(&mut body).await;
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
-    assert!(text.contains("server.client_body_timeout_seconds"), "{text}");
+    assert!(
+        text.contains("server.client_body_timeout_seconds"),
+        "{text}"
+    );
 
     // A kept-alive connection left idle is closed.
     let mut idle = TcpStream::connect(&addr).await.unwrap();
