@@ -67,7 +67,7 @@ impl NameBatcher {
         let start = {
             let mut q = self.queues();
             let q = q.entry(key).or_default();
-            q.waiting.push((name.to_lowercase(), tx));
+            q.waiting.push((store::model::name_key(name), tx));
             !std::mem::replace(&mut q.flushing, true)
         };
         if start {
@@ -110,7 +110,7 @@ impl NameBatcher {
                     let by_name: HashMap<String, StoredResource> = rows
                         .into_iter()
                         .filter_map(|r| {
-                            let n = r.doc.get(attr)?.as_str()?.to_lowercase();
+                            let n = store::model::name_key(r.doc.get(attr)?.as_str()?);
                             Some((n, r))
                         })
                         .collect();

@@ -59,6 +59,16 @@ pub struct LdapConfig {
     pub bind_lockout_seconds: u64,
     /// Connections idle longer than this are closed (with a notice of disconnection).
     pub idle_timeout_seconds: u64,
+    /// Connections open at once, over both listeners; more are answered with a notice of
+    /// disconnection (busy) and closed.
+    pub max_connections: usize,
+    /// Largest LDAP message accepted, in bytes; a message declaring more is refused at its
+    /// header and its connection closed.
+    pub max_message_bytes: usize,
+    /// A request must arrive whole within this many seconds of its first byte, the first
+    /// request within this of connecting, a TLS handshake complete within it, and a client
+    /// must take each part of a response within it; otherwise the connection is closed.
+    pub request_timeout_seconds: u64,
     pub attributes: Vec<AttributeMappingConfig>,
 }
 
@@ -80,6 +90,9 @@ impl Default for LdapConfig {
             bind_failure_window_seconds: 300,
             bind_lockout_seconds: 60,
             idle_timeout_seconds: 900,
+            max_connections: 1024,
+            max_message_bytes: 2 * 1024 * 1024,
+            request_timeout_seconds: 30,
             attributes: Vec::new(),
         }
     }
@@ -109,6 +122,18 @@ impl LdapConfig {
         }
         if self.bind_max_failures == 0 {
             return bad("ldap.bind_max_failures must be at least 1".into());
+        }
+        if self.max_connections == 0 {
+            return bad("ldap.max_connections must be at least 1".into());
+        }
+        if !(4096..=1 << 30).contains(&self.max_message_bytes) {
+            return bad("ldap.max_message_bytes must be from 4096 to 1073741824".into());
+        }
+        if self.request_timeout_seconds == 0 || self.idle_timeout_seconds == 0 {
+            return bad(
+                "ldap.request_timeout_seconds and ldap.idle_timeout_seconds must be at least 1"
+                    .into(),
+            );
         }
         for a in &self.attributes {
             if !matches!(a.object.as_str(), "user" | "group") {

@@ -365,9 +365,16 @@ impl Directory {
                 .await;
             return resp(success());
         }
-        let key = Dn::parse(&dn)
-            .map(|d| d.norm())
-            .unwrap_or_else(|_| dn.to_lowercase());
+        // A name that is not a DN names no account whatever the password: refused as such
+        // (its syntax tells nothing about which accounts exist).
+        let key = match Dn::parse(&dn) {
+            Ok(d) => d.norm(),
+            Err(e) => {
+                self.audit_bind(session, &dn, ("", None), "failure", "invalid DN syntax")
+                    .await;
+                return resp(result(LdapResultCode::InvalidDNSyntax, "", e));
+            }
+        };
         let invalid = || {
             resp(result(
                 LdapResultCode::InvalidCredentials,
@@ -426,7 +433,9 @@ impl Directory {
                     Err(e) => Err(e),
                 }
             }
-            _ => Ok(None),
+            // No account by that name: the same argon2 work as a wrong password, so that
+            // timing does not tell which accounts exist.
+            _ => self.store.verify_no_account(&password).await.map(|_| None),
         };
         match outcome {
             Ok(Some((principal, target))) => {
@@ -566,7 +575,7 @@ impl Directory {
             Box::new(ResolvedFilter::Compare(
                 AttrTarget::Name,
                 CompareOp::Eq,
-                ResolvedValue::Text(name.to_lowercase()),
+                ResolvedValue::Text(store::model::name_key(name)),
             )),
         );
         self.with_visibility(kind, f)
@@ -639,7 +648,7 @@ impl Directory {
             } else {
                 &group_ids
             };
-            if let Some(id) = ids.get(&name.to_lowercase()) {
+            if let Some(id) = ids.get(&store::model::name_key(&name)) {
                 if in_chain && !refs.containing.contains_key(&norm) {
                     refs.containing
                         .insert(norm.clone(), self.store.groups_containing(id).await?);
@@ -740,7 +749,7 @@ impl Directory {
                     };
                     // One entry by its name: answered together with concurrent lookups.
                     let by_name = match (&raw, name) {
-                        (ResolvedFilter::Const(true), Some(n)) => Some(n.to_lowercase()),
+                        (ResolvedFilter::Const(true), Some(n)) => Some(n.clone()),
                         (f, None) => name_equality(f),
                         _ => None,
                     };

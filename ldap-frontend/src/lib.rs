@@ -6,7 +6,8 @@
 //! - `filter` — LDAP filters → the store's filter AST (compiled to SQL by the store).
 //! - `session` — bind state and paged-results cookies of one connection.
 //! - `directory` — protocol handling, `LdapMsg` in → `Vec<LdapMsg>` out, without sockets.
-//! - `server` — listeners, StartTLS/LDAPS (rustls), BER framing.
+//! - `server` — listeners, StartTLS/LDAPS (rustls), connection limits and deadlines;
+//!   `framing` — BER framing with the message size checked at the header.
 //!
 //! **Invariant:** nothing here writes identities; add, modify, delete and modDN are refused
 //! with unwillingToPerform. **API boundary:** [`LdapServer::start`] for the binary,
@@ -18,6 +19,7 @@ pub mod directory;
 pub mod dit;
 pub mod error;
 pub mod filter;
+mod framing;
 pub mod server;
 pub mod session;
 mod throttle;

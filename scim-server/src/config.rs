@@ -126,6 +126,31 @@ pub struct ServerConfig {
     pub public_url: String,
     pub max_body_bytes: usize,
     pub workers: usize,
+    /// HTTP connections open at once, split evenly over the workers.
+    pub max_connections: usize,
+    /// A request's head (request line and headers) must arrive within this, counted from
+    /// the connection (or from the previous response on a kept-alive one).
+    pub client_request_timeout_seconds: u64,
+    /// A request's body must arrive within this of its head.
+    pub client_body_timeout_seconds: u64,
+    /// An idle kept-alive connection is closed after this.
+    pub keep_alive_seconds: u64,
+}
+
+impl ServerConfig {
+    /// The HTTP worker threads actix runs (`workers`, or one per CPU as actix counts).
+    pub fn effective_workers(&self) -> usize {
+        if self.workers > 0 {
+            self.workers
+        } else {
+            std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
+        }
+    }
+
+    /// actix limits connections per worker: `max_connections` split evenly, at least one.
+    pub fn connections_per_worker(&self) -> usize {
+        (self.max_connections / self.effective_workers()).max(1)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -172,6 +197,8 @@ pub struct JwtConfig {
     pub subject_claim: String,
     pub user_claim: String,
     pub leeway_seconds: u64,
+    /// Accept tokens without an `exp` claim (off: such tokens are refused).
+    pub allow_missing_exp: bool,
 }
 
 impl JwtConfig {
@@ -316,6 +343,24 @@ impl Config {
         }
         if self.server.max_body_bytes < 1024 {
             return bad("server.max_body_bytes must be at least 1024".into());
+        }
+        if self.server.max_connections == 0 {
+            return bad("server.max_connections must be at least 1".into());
+        }
+        for (key, v) in [
+            (
+                "client_request_timeout_seconds",
+                self.server.client_request_timeout_seconds,
+            ),
+            (
+                "client_body_timeout_seconds",
+                self.server.client_body_timeout_seconds,
+            ),
+            ("keep_alive_seconds", self.server.keep_alive_seconds),
+        ] {
+            if !(1..=3600).contains(&v) {
+                return bad(format!("server.{key} must be from 1 to 3600 seconds"));
+            }
         }
         let url = &self.database.url;
         if !(url.starts_with("sqlite:")

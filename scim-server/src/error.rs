@@ -24,6 +24,13 @@ pub enum ServerError {
     Unauthorized { detail: String, invalid_token: bool },
     #[error("{0}")]
     Forbidden(String),
+    /// 403 for a bearer token that lacks `scope` (space-separated, any of them would do);
+    /// answered with RFC 6750 §3.1 `insufficient_scope`.
+    #[error("{detail}")]
+    InsufficientScope { detail: String, scope: String },
+    /// 408: the client did not send its request (body) in time.
+    #[error("{0}")]
+    RequestTimeout(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -102,6 +109,10 @@ impl ServerError {
                 (StatusCode::UNAUTHORIZED, None, detail.clone())
             }
             ServerError::Forbidden(m) => (StatusCode::FORBIDDEN, None, m.clone()),
+            ServerError::InsufficientScope { detail, .. } => {
+                (StatusCode::FORBIDDEN, None, detail.clone())
+            }
+            ServerError::RequestTimeout(m) => (StatusCode::REQUEST_TIMEOUT, None, m.clone()),
             ServerError::NotFound(m) => (StatusCode::NOT_FOUND, None, m.clone()),
             ServerError::MethodNotAllowed(m) => (StatusCode::METHOD_NOT_ALLOWED, None, m.clone()),
             ServerError::PayloadTooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, None, m.clone()),
@@ -131,14 +142,50 @@ impl ResponseError for ServerError {
         }
         let mut resp = HttpResponse::build(status);
         resp.insert_header(("Content-Type", SCIM_CONTENT_TYPE));
-        if let ServerError::Unauthorized { invalid_token, .. } = self {
-            let challenge = if *invalid_token {
-                "Bearer realm=\"scimhub\", error=\"invalid_token\""
-            } else {
-                "Bearer realm=\"scimhub\""
-            };
+        if let Some(challenge) = self.challenge() {
             resp.insert_header(("WWW-Authenticate", challenge));
+        }
+        if matches!(self, ServerError::RequestTimeout(_)) {
+            // The rest of the body may still be on its way: nothing more is read from it.
+            resp.force_close();
         }
         resp.body(error_body(status.as_u16(), scim_type, &detail).to_string())
     }
+}
+
+impl ServerError {
+    /// The RFC 6750 §3 `WWW-Authenticate` challenge of a 401 or of a 403 for a scope.
+    pub fn challenge(&self) -> Option<String> {
+        match self {
+            ServerError::Unauthorized {
+                invalid_token: false,
+                ..
+            } => Some("Bearer realm=\"scimhub\"".into()),
+            ServerError::Unauthorized {
+                detail,
+                invalid_token: true,
+            } => Some(format!(
+                "Bearer realm=\"scimhub\", error=\"invalid_token\", error_description=\"{}\"",
+                quotable(detail)
+            )),
+            ServerError::InsufficientScope { detail, scope } => Some(format!(
+                "Bearer realm=\"scimhub\", error=\"insufficient_scope\", error_description=\"{}\", scope=\"{}\"",
+                quotable(detail),
+                quotable(scope)
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// Text fit for a quoted auth-param of RFC 6750 (%x20-21 / %x23-5B / %x5D-7E).
+fn quotable(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            '"' => '\'',
+            '\\' => '/',
+            ' '..='~' => c,
+            _ => '?',
+        })
+        .collect()
 }

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod api;
 pub mod batch;
 pub mod config;
+pub mod edge;
 pub mod error;
 pub mod ops;
 pub mod outbound;

@@ -72,7 +72,8 @@ enum TokenCommand {
     Create {
         #[arg(long)]
         name: String,
-        /// Scopes: users:read users:write groups:read groups:write admin (admin implies all).
+        /// Scopes: users:read users:write groups:read groups:write admin (admin implies
+        /// all); self (GET /Me only) is implied by --user and may be the only scope.
         #[arg(long = "scope", required = true, num_args = 1..)]
         scopes: Vec<String>,
         /// The User this token acts as for /Me (id or userName).
@@ -252,6 +253,11 @@ async fn main() -> anyhow::Result<()> {
                         .map(str::to_string)
                         .collect();
                     auth::validate_scopes(&scopes).map_err(anyhow::Error::msg)?;
+                    if user.is_none() && scopes.iter().any(|s| s == "self") {
+                        anyhow::bail!(
+                            "the self scope reads the token's own User at /Me: give it --user"
+                        );
+                    }
                     let user_id = match &user {
                         Some(u) => Some(find_user(&store, u).await?),
                         None => None,

@@ -3,6 +3,7 @@
 
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
@@ -103,10 +104,10 @@ async fn request_id(
 
 /// Builds the HTTP server on a bound listener; the caller awaits it.
 pub fn http_server(state: Arc<AppState>, listener: TcpListener) -> Result<Server, ServerError> {
-    let workers = state.config.server.workers;
-    let base_path = state.config.server.base_path.clone();
+    let cfg = state.config.server.clone();
+    let base_path = cfg.base_path.clone();
     let data = web::Data::from(state);
-    let mut server = HttpServer::new(move || {
+    let server = HttpServer::new(move || {
         let base_path = base_path.clone();
         App::new()
             .app_data(data.clone())
@@ -116,14 +117,17 @@ pub fn http_server(state: Arc<AppState>, listener: TcpListener) -> Result<Server
             .wrap(from_fn(crate::ops::record_metrics))
             .configure(crate::ops::configure)
             .configure(crate::admin::configure)
+            // NUL in paths and queries, body deadlines, bodies for actix's own 404 and 405.
+            .wrap(from_fn(crate::edge::guard))
             // The request id wraps everything, metrics included.
             .wrap(from_fn(request_id))
             .configure(move |c| api::configure(c, &base_path))
     })
     .shutdown_timeout(30)
+    .workers(cfg.effective_workers())
+    .max_connections(cfg.connections_per_worker())
+    .client_request_timeout(Duration::from_secs(cfg.client_request_timeout_seconds))
+    .keep_alive(Duration::from_secs(cfg.keep_alive_seconds))
     .listen(listener)?;
-    if workers > 0 {
-        server = server.workers(workers);
-    }
     Ok(server.run())
 }

@@ -92,6 +92,11 @@ impl Dn {
                 }
             }
             value.truncate(keep);
+            // No entry is named with NUL (the store never holds it), and as text it cannot
+            // reach the database: the DN is malformed for this directory.
+            if value.contains(&0) {
+                return Err(format!("{s:?}: a value contains a NUL character"));
+            }
             let value =
                 String::from_utf8(value).map_err(|_| format!("{s:?}: a value is not UTF-8"))?;
             rdns.push(Rdn { attr, value });
@@ -196,7 +201,17 @@ mod tests {
 
     #[test]
     fn rejects_malformed() {
-        for bad in ["uid", "uid=a,", "=a", "cn=a+sn=b", "cn=a\\", "u id=x"] {
+        for bad in [
+            "uid",
+            "uid=a,",
+            "=a",
+            "cn=a+sn=b",
+            "cn=a\\",
+            "u id=x",
+            "uid=a\\00b,dc=x",
+            "uid=a\0b,dc=x",
+            "uid=\0",
+        ] {
             assert!(Dn::parse(bad).is_err(), "{bad}");
         }
     }

@@ -17,6 +17,8 @@ pub const SCOPES: &[&str] = &[
     "groups:read",
     "groups:write",
     "admin",
+    // Reads the token's own User at GET /Me; implied for every token bound to a User.
+    "self",
 ];
 
 /// The authenticated caller.
@@ -39,6 +41,13 @@ impl Principal {
             ResourceKind::User => "users:read",
             ResourceKind::Group => "groups:read",
         }) || self.can_write(kind)
+    }
+
+    /// GET /Me: a principal bound to a User reads that User (the implied `self` scope),
+    /// whatever its other scopes; nothing else follows from it (not `/Users/{its id}`,
+    /// not a list, not a write).
+    pub fn can_read_self(&self) -> bool {
+        self.user_id.is_some()
     }
 
     pub fn can_write(&self, kind: ResourceKind) -> bool {
@@ -126,9 +135,19 @@ impl JwtVerifier {
         }))
     }
 
+    /// Verifies a JWT: signature by a configured key, `crit` (RFC 7515 §4.1.11), then the
+    /// claims. `iss` and `aud` are required when configured (RFC 8725 §3.8–3.9), `exp`
+    /// unless `allow_missing_exp`; `nbf` is checked when present. The error says what is
+    /// wrong in words a client's operator can act on.
     pub fn verify(&self, token: &str) -> Result<Principal, String> {
-        let header =
-            jsonwebtoken::decode_header(token).map_err(|e| format!("malformed JWT: {e}"))?;
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| "the bearer token is not a well-formed JWT".to_string())?;
+        if let Some(crit) = &header.crit {
+            // No JWS extension is implemented here, so every critical one is unknown.
+            return Err(format!(
+                "the JWT marks header parameters {crit:?} as critical (crit); this server implements no JWS extension (RFC 7515 §4.1.11)"
+            ));
+        }
         let candidates: Vec<&(Option<String>, DecodingKey, Algorithm)> = self
             .keys
             .iter()
@@ -138,15 +157,33 @@ impl JwtVerifier {
             .collect();
         if candidates.is_empty() {
             return Err(format!(
-                "no configured key for a JWT signed with {:?}",
-                header.alg
+                "no configured key verifies a JWT signed with {:?}{}",
+                header.alg,
+                header
+                    .kid
+                    .as_deref()
+                    .map(|k| format!(" and key id {k:?}"))
+                    .unwrap_or_default()
             ));
         }
-        let mut last_err = String::new();
+        let mut required = Vec::new();
+        if !self.cfg.allow_missing_exp {
+            required.push("exp");
+        }
+        if !self.cfg.issuer.is_empty() {
+            required.push("iss");
+        }
+        if !self.cfg.audience.is_empty() {
+            required.push("aud");
+        }
+        // A claim error from a key whose signature verified beats "bad signature" from the
+        // other candidates: it is the one that names what is wrong.
+        let mut worst: Option<jsonwebtoken::errors::ErrorKind> = None;
         for (_, key, alg) in candidates {
             let mut v = Validation::new(*alg);
             v.leeway = self.cfg.leeway_seconds;
             v.validate_nbf = true;
+            v.set_required_spec_claims(&required);
             if !self.cfg.issuer.is_empty() {
                 v.set_issuer(&[&self.cfg.issuer]);
             }
@@ -157,10 +194,66 @@ impl JwtVerifier {
             }
             match jsonwebtoken::decode::<HashMap<String, Value>>(token, key, &v) {
                 Ok(data) => return Ok(self.principal(&data.claims)),
-                Err(e) => last_err = format!("JWT rejected: {e}"),
+                Err(e) => {
+                    let signature_failed =
+                        matches!(e.kind(), jsonwebtoken::errors::ErrorKind::InvalidSignature);
+                    if worst.is_none() || !signature_failed {
+                        worst = Some(e.into_kind());
+                    }
+                }
             }
         }
-        Err(last_err)
+        Err(match worst {
+            // Present but not a NumericDate/string: the library reports it as missing.
+            Some(jsonwebtoken::errors::ErrorKind::MissingRequiredClaim(c))
+                if jsonwebtoken::dangerous::insecure_decode_claims::<HashMap<String, Value>>(
+                    token,
+                )
+                .is_ok_and(|claims| claims.contains_key(&c)) =>
+            {
+                format!("the JWT's {c} claim has the wrong type")
+            }
+            Some(k) => self.explain(&k),
+            None => "the JWT was rejected".to_string(),
+        })
+    }
+
+    /// What a JWT verification error means, without the library's wording.
+    fn explain(&self, kind: &jsonwebtoken::errors::ErrorKind) -> String {
+        use jsonwebtoken::errors::ErrorKind as K;
+        match kind {
+            K::InvalidSignature => "the JWT's signature does not verify with the configured key".into(),
+            K::ExpiredSignature => "the JWT has expired (exp)".into(),
+            K::ImmatureSignature => "the JWT is not valid yet (nbf)".into(),
+            K::InvalidIssuer => format!(
+                "the JWT's issuer (iss) is not {:?}",
+                self.cfg.issuer
+            ),
+            K::InvalidAudience => {
+                if self.cfg.audience.is_empty() {
+                    "the JWT names an audience (aud), and this server has none configured (auth.jwt.audience)".into()
+                } else {
+                    format!(
+                        "the JWT's audience (aud) does not include {:?}",
+                        self.cfg.audience
+                    )
+                }
+            }
+            K::MissingRequiredClaim(c) => match c.as_str() {
+                "exp" => "the JWT has no expiry (exp), which this server requires (auth.jwt.allow_missing_exp)".into(),
+                "iss" => format!("the JWT has no issuer (iss); it must be {:?}", self.cfg.issuer),
+                "aud" => format!(
+                    "the JWT has no audience (aud); it must include {:?}",
+                    self.cfg.audience
+                ),
+                other => format!("the JWT lacks the required claim {other:?}"),
+            },
+            K::InvalidClaimFormat(c) => format!("the JWT's {c} claim has the wrong type"),
+            K::InvalidAlgorithm | K::MissingAlgorithm => {
+                "the JWT's algorithm does not match the configured key".into()
+            }
+            _ => "the bearer token is not a well-formed JWT".into(),
+        }
     }
 
     fn principal(&self, claims: &HashMap<String, Value>) -> Principal {

@@ -86,7 +86,10 @@ impl AppState {
         }
         let reason = format!("the token lacks the {needed} scope");
         auth::audit_denied(&self.store, req, &p.name, "auth.forbidden", &reason).await;
-        Err(ServerError::Forbidden(reason))
+        Err(ServerError::InsufficientScope {
+            detail: reason,
+            scope: needed.split(" or ").collect::<Vec<_>>().join(" "),
+        })
     }
 }
 
@@ -94,12 +97,7 @@ impl AppState {
 pub async fn read_json(mut payload: web::Payload, limit: usize) -> Result<Value, ServerError> {
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| {
-            ServerError::bad(
-                "invalidSyntax",
-                format!("could not read the request body: {e}"),
-            )
-        })?;
+        let chunk = chunk.map_err(body_error)?;
         if body.len() + chunk.len() > limit {
             return Err(ServerError::PayloadTooLarge(format!(
                 "the request body exceeds the limit of {limit} bytes (server.max_body_bytes)"
@@ -123,6 +121,19 @@ pub async fn read_json(mut payload: web::Payload, limit: usize) -> Result<Value,
         ));
     }
     Ok(v)
+}
+
+/// A failure to read a request body: too slow (`edge::guard`'s deadline) or broken.
+pub fn body_error(e: actix_web::error::PayloadError) -> ServerError {
+    match e {
+        actix_web::error::PayloadError::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
+            ServerError::RequestTimeout(io.to_string())
+        }
+        e => ServerError::bad(
+            "invalidSyntax",
+            format!("could not read the request body: {e}"),
+        ),
+    }
 }
 
 /// NUL cannot be stored in PostgreSQL text and has no place in identity data.
@@ -208,14 +219,6 @@ fn kind_of(endpoint: &str) -> Result<ResourceKind, ServerError> {
     }
 }
 
-async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, ServerError> {
-    Err(ServerError::MethodNotAllowed(format!(
-        "{} is not allowed on {}",
-        req.method(),
-        req.path()
-    )))
-}
-
 async fn not_found(req: HttpRequest) -> Result<HttpResponse, ServerError> {
     Err(ServerError::NotFound(format!(
         "{} is not an endpoint of this SCIM service",
@@ -223,89 +226,43 @@ async fn not_found(req: HttpRequest) -> Result<HttpResponse, ServerError> {
     )))
 }
 
-/// Registers the SCIM routes under the configured base path.
+/// Registers the SCIM routes under the configured base path. One resource per path: a
+/// method a path does not serve gets actix's 405 with `Allow`, to which `edge::guard` gives
+/// a SCIM error body (discovery endpoints are read-only this way).
 pub fn configure(cfg: &mut web::ServiceConfig, base_path: &str) {
-    let not_allowed = |what: &'static str| {
-        move || async move {
-            Err::<HttpResponse, _>(ServerError::MethodNotAllowed(format!(
-                "{what} is read-only"
-            )))
-        }
-    };
     cfg.service(
         web::scope(base_path)
             .service(
-                web::resource("/ServiceProviderConfig")
-                    .route(web::get().to(discovery::service_provider_config))
-                    .default_service(web::to(not_allowed("/ServiceProviderConfig"))),
+                web::resource("/ServiceProviderConfig").get(discovery::service_provider_config),
             )
-            .service(
-                web::resource("/ResourceTypes")
-                    .route(web::get().to(discovery::resource_types))
-                    .default_service(web::to(not_allowed("/ResourceTypes"))),
-            )
-            .service(
-                web::resource("/ResourceTypes/{id}")
-                    .route(web::get().to(discovery::resource_type))
-                    .default_service(web::to(not_allowed("/ResourceTypes"))),
-            )
-            .service(
-                web::resource("/Schemas")
-                    .route(web::get().to(discovery::schemas))
-                    .default_service(web::to(not_allowed("/Schemas"))),
-            )
-            .service(
-                web::resource("/Schemas/{id}")
-                    .route(web::get().to(discovery::schema))
-                    .default_service(web::to(not_allowed("/Schemas"))),
-            )
-            .service(
-                web::resource("/Bulk")
-                    .route(web::post().to(bulk::bulk))
-                    .default_service(web::to(method_not_allowed)),
-            )
-            .service(
-                web::resource("/.search")
-                    .route(web::post().to(resources::root_search))
-                    .default_service(web::to(method_not_allowed)),
-            )
+            .service(web::resource("/ResourceTypes").get(discovery::resource_types))
+            .service(web::resource("/ResourceTypes/{id}").get(discovery::resource_type))
+            .service(web::resource("/Schemas").get(discovery::schemas))
+            .service(web::resource("/Schemas/{id}").get(discovery::schema))
+            .service(web::resource("/Bulk").post(bulk::bulk))
+            .service(web::resource("/.search").post(resources::root_search))
             .service(
                 web::resource("/Me")
-                    .route(web::get().to(resources::me_get))
-                    .route(web::put().to(resources::me_put))
-                    .route(web::patch().to(resources::me_patch))
-                    .route(web::delete().to(resources::me_delete))
-                    .default_service(web::to(method_not_allowed)),
+                    .get(resources::me_get)
+                    .put(resources::me_put)
+                    .patch(resources::me_patch)
+                    .delete(resources::me_delete),
             )
             .service(
                 web::resource("/{endpoint}")
-                    .route(web::get().to(resources::list))
-                    .route(web::post().to(resources::create))
-                    .default_service(web::to(method_not_allowed)),
+                    .get(resources::list)
+                    .post(resources::create),
             )
-            .service(
-                web::resource("/{endpoint}/.search")
-                    .route(web::post().to(resources::search))
-                    .default_service(web::to(method_not_allowed)),
-            )
+            .service(web::resource("/{endpoint}/.search").post(resources::search))
             .service(
                 web::resource("/{endpoint}/{id}")
-                    .route(web::get().to(resources::get))
-                    .route(web::put().to(resources::replace))
-                    .route(web::patch().to(resources::patch))
-                    .route(web::delete().to(resources::delete))
-                    .default_service(web::to(method_not_allowed)),
+                    .get(resources::get)
+                    .put(resources::replace)
+                    .patch(resources::patch)
+                    .delete(resources::delete),
             )
-            .service(
-                web::resource("")
-                    .route(web::get().to(resources::root_list))
-                    .default_service(web::to(method_not_allowed)),
-            )
-            .service(
-                web::resource("/")
-                    .route(web::get().to(resources::root_list))
-                    .default_service(web::to(method_not_allowed)),
-            )
+            .service(web::resource("").get(resources::root_list))
+            .service(web::resource("/").get(resources::root_list))
             .default_service(web::to(not_found)),
     )
     .default_service(web::to(not_found));

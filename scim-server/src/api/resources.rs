@@ -652,8 +652,11 @@ fn me_not_found(e: ServerError) -> ServerError {
     }
 }
 
+/// A token bound to a User reads that User here, with or without `users:read` (see
+/// `Principal::can_read_self`); writes through /Me need `users:write` like any other write.
 pub async fn me_get(state: State, req: HttpRequest) -> Result<HttpResponse, ServerError> {
-    let (_, id) = me_id(&state, &req).await?;
+    let (p, id) = me_id(&state, &req).await?;
+    state.require(p.can_read_self(), &p, &req, "self").await?;
     respond_get(&state, &req, ResourceKind::User, &id)
         .await
         .map_err(me_not_found)

@@ -547,24 +547,24 @@ async fn scheduled(
 
 /// Registers the routes; the admin API's scope (`/admin/api/v1`) contains them.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/consumers", web::get().to(list))
-        .route("/consumers", web::post().to(create))
-        .route("/consumers/{name}", web::get().to(show))
-        .route("/consumers/{name}", web::put().to(update))
-        .route("/consumers/{name}", web::delete().to(remove))
-        .route("/consumers/{name}/pause", web::post().to(pause))
-        .route("/consumers/{name}/resume", web::post().to(resume))
-        .route("/consumers/{name}/test", web::post().to(test))
-        .route("/consumers/{name}/push", web::post().to(push))
-        .route("/consumers/{name}/resync", web::post().to(resync))
-        .route("/consumers/{name}/replay", web::post().to(replay))
-        .route(
-            "/consumers/{name}/reconcile",
-            web::post().to(reconcile_handler),
+    // One resource per path: a method a path does not serve is 405 with Allow.
+    cfg.service(web::resource("/consumers").get(list).post(create))
+        .service(
+            web::resource("/consumers/{name}")
+                .get(show)
+                .put(update)
+                .delete(remove),
         )
-        .route("/consumers/{name}/queue", web::get().to(queue))
-        .route("/push", web::post().to(push_all))
-        .route("/dead-letters", web::get().to(dead_letters))
-        .route("/resources/{id}/provisioning", web::get().to(provisioning))
-        .route("/scheduled", web::get().to(scheduled));
+        .service(web::resource("/consumers/{name}/pause").post(pause))
+        .service(web::resource("/consumers/{name}/resume").post(resume))
+        .service(web::resource("/consumers/{name}/test").post(test))
+        .service(web::resource("/consumers/{name}/push").post(push))
+        .service(web::resource("/consumers/{name}/resync").post(resync))
+        .service(web::resource("/consumers/{name}/replay").post(replay))
+        .service(web::resource("/consumers/{name}/reconcile").post(reconcile_handler))
+        .service(web::resource("/consumers/{name}/queue").get(queue))
+        .service(web::resource("/push").post(push_all))
+        .service(web::resource("/dead-letters").get(dead_letters))
+        .service(web::resource("/resources/{id}/provisioning").get(provisioning))
+        .service(web::resource("/scheduled").get(scheduled));
 }

@@ -241,3 +241,145 @@ async fn discovery_can_be_opened_and_revoked_tokens_fail() {
     assert_eq!(status(&hub, &t, "GET", "/Users").await, 401);
     hub.stop().await;
 }
+
+/// A 401's detail and its challenge.
+async fn refusal(hub: &Hub, token: &str) -> (u16, String, String) {
+    let r = hub
+        .client()
+        .get(hub.url("/Users"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let challenge = r
+        .headers()
+        .get("www-authenticate")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let body: Value = r.json().await.unwrap_or(Value::Null);
+    (
+        status,
+        body["detail"].as_str().unwrap_or_default().to_string(),
+        challenge,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_issuer_audience_and_expiry_are_required_claims() {
+    const SECRET: &str = "test-secret-of-sufficient-length-0123456789";
+    let hub = Hub::start_with(|c| {
+        c.auth.jwt.hs256_secret = SECRET.into();
+        c.auth.jwt.issuer = "https://idp.example".into();
+        c.auth.jwt.audience = "scimhub".into();
+    })
+    .await;
+    let key = EncodingKey::from_secret(SECRET.as_bytes());
+    let good = json!({"sub": "hr", "iss": "https://idp.example", "aud": "scimhub", "exp": now() + 300, "scope": "users:read"});
+    assert_eq!(
+        refusal(&hub, &sign(Algorithm::HS256, &key, None, good.clone()))
+            .await
+            .0,
+        200
+    );
+    let without = |claim: &str| {
+        let mut c = good.clone();
+        c.as_object_mut().unwrap().remove(claim);
+        sign(Algorithm::HS256, &key, None, c)
+    };
+    let with = |claim: &str, v: Value| {
+        let mut c = good.clone();
+        c[claim] = v;
+        sign(Algorithm::HS256, &key, None, c)
+    };
+    let mut crit = Header::new(Algorithm::HS256);
+    crit.crit = Some(vec!["urn:example:must-understand".into()]);
+    let crit = jsonwebtoken::encode(&crit, &good, &key).unwrap();
+    let cases = [
+        (without("iss"), "no issuer (iss)"),
+        (without("aud"), "no audience (aud)"),
+        (without("exp"), "no expiry (exp)"),
+        (with("exp", json!(now() - 3600)), "expired"),
+        (with("nbf", json!(now() + 3600)), "not valid yet"),
+        (
+            with("aud", json!(["other", "another"])),
+            "audience (aud) does not include",
+        ),
+        (
+            with("iss", json!("https://evil.example")),
+            "issuer (iss) is not",
+        ),
+        (
+            with("exp", json!("tomorrow")),
+            "exp claim has the wrong type",
+        ),
+        (crit, "critical (crit)"),
+        (
+            sign(
+                Algorithm::HS256,
+                &EncodingKey::from_secret(b"another-secret-entirely-0123456789abcdef"),
+                None,
+                good.clone(),
+            ),
+            "signature does not verify",
+        ),
+        ("eyJ.not.a-jwt".to_string(), "not a well-formed JWT"),
+    ];
+    for (token, want) in &cases {
+        let (status, detail, challenge) = refusal(&hub, token).await;
+        assert_eq!(status, 401, "{want}: {detail}");
+        assert!(detail.contains(want), "{want}: {detail}");
+        assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
+        // The library's own wording stays inside.
+        for internal in [
+            "ExpiredSignature",
+            "InvalidAudience",
+            "MissingRequiredClaim",
+            "Error(",
+            "JSON error",
+        ] {
+            assert!(!detail.contains(internal), "{detail}");
+        }
+    }
+    // An audience list that names this server is fine.
+    assert_eq!(
+        refusal(&hub, &with("aud", json!(["other", "scimhub"])))
+            .await
+            .0,
+        200
+    );
+    hub.stop().await;
+
+    // Without issuer/audience configured they are not required; exp still is, unless
+    // switched off.
+    let hub = Hub::start_with(|c| c.auth.jwt.hs256_secret = SECRET.into()).await;
+    let bare = json!({"sub": "svc", "scope": "users:read"});
+    let (status, detail, _) =
+        refusal(&hub, &sign(Algorithm::HS256, &key, None, bare.clone())).await;
+    assert_eq!(
+        (status, detail.contains("no expiry (exp)")),
+        (401, true),
+        "{detail}"
+    );
+    let mut dated = bare.clone();
+    dated["exp"] = json!(now() + 300);
+    assert_eq!(
+        refusal(&hub, &sign(Algorithm::HS256, &key, None, dated))
+            .await
+            .0,
+        200
+    );
+    hub.stop().await;
+    let hub = Hub::start_with(|c| {
+        c.auth.jwt.hs256_secret = SECRET.into();
+        c.auth.jwt.allow_missing_exp = true;
+    })
+    .await;
+    assert_eq!(
+        refusal(&hub, &sign(Algorithm::HS256, &key, None, bare))
+            .await
+            .0,
+        200
+    );
+    hub.stop().await;
+}

@@ -8,6 +8,7 @@ mod batch;
 mod cases;
 mod crash;
 mod fake_consumer;
+mod hardening;
 mod ops;
 mod outbound;
 mod outbound_client;

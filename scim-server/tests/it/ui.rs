@@ -518,9 +518,10 @@ async fn ui_refuses_posts_without_the_csrf_token() {
     assert_eq!(denied.len(), 12);
     assert!(denied.iter().all(|d| d.entry.outcome == "denied"));
 
-    // GET never acts.
-    let (status, _) = ui.get("/admin/consumers/c1/pause").await;
-    assert_eq!(status, 404);
+    // GET never acts: the action is a POST-only resource (405 with Allow).
+    let r = ui.get_raw("/admin/consumers/c1/pause").await;
+    assert_eq!(r.status(), 405);
+    assert_eq!(r.headers()["allow"], "POST");
     assert_eq!(
         hub.store.consumer("c1").await.unwrap().state,
         ConsumerState::Active

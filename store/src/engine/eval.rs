@@ -5,7 +5,10 @@
 use serde_json::Value;
 
 use crate::filter::{AttrPath, CompareOp, Filter, Literal};
-use crate::model::{AttrType, AttributeDef, ResourceKind, SchemaRegistry, normalize_datetime};
+use crate::model::{
+    AttrType, AttributeDef, ResourceKind, SchemaRegistry, TextComparison, comparison_text,
+    normalize_datetime,
+};
 use crate::patch::element_matches;
 
 /// meta.created / meta.lastModified compare as dateTimes.
@@ -137,6 +140,14 @@ fn compare_one(def: Option<&AttributeDef>, op: CompareOp, actual: &Value, lit: &
     }
 }
 
+fn is_name_path(kind: ResourceKind, p: &AttrPath) -> bool {
+    p.sub.is_none()
+        && p.urn
+            .as_deref()
+            .is_none_or(|u| u.eq_ignore_ascii_case(kind.core_schema()))
+        && p.attr.eq_ignore_ascii_case(kind.name_attribute())
+}
+
 /// Whether `res` (a rendered resource of `kind`) satisfies `f`.
 pub fn matches(
     reg: &SchemaRegistry,
@@ -162,6 +173,20 @@ pub fn matches(
                 return Ok(if *op == CompareOp::Ne { !has } else { has });
             }
             let (def, vals) = select(reg, kind, res, p)?;
+            // Names are compared in their stored form, as the SQL compilation does.
+            let name_lit;
+            let lit = match lit {
+                Literal::String(s) if is_name_path(kind, p) => {
+                    name_lit = Literal::String(comparison_text(
+                        s,
+                        TextComparison::Name {
+                            substring: op.is_substring(),
+                        },
+                    ));
+                    &name_lit
+                }
+                _ => lit,
+            };
             if *lit == Literal::Null {
                 let present = !vals.is_empty();
                 return Ok(if *op == CompareOp::Eq {
@@ -230,6 +255,10 @@ mod tests {
             "meta": {"resourceType": "User", "lastModified": "2026-01-01T00:00:00.000000Z"}
         });
         assert!(m(&u, r#"userName eq "bjensen""#));
+        // Names compare in their stored form (trimmed, NFC), as in SQL.
+        assert!(m(&u, r#"userName eq " BJensen ""#));
+        assert!(!m(&u, r#"userName ne " bjensen""#));
+        assert!(!m(&u, r#"userName sw "bjensen ""#));
         assert!(m(
             &u,
             r#"emails[type eq "work" and value ew "@work.example"]"#

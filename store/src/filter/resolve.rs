@@ -3,7 +3,10 @@
 //! and case folding follows `caseExact`. The result is what `sql/` compiles.
 
 use super::{AttrPath, CompareOp, Filter, Literal};
-use crate::model::{AttrType, ResourceKind, SchemaRegistry, index_key, normalize_datetime};
+use crate::model::{
+    AttrType, ResourceKind, SchemaRegistry, TextComparison, check_comparison_text, index_key,
+    normalize_datetime,
+};
 
 /// Where the values of an attribute live in storage.
 #[derive(Debug, Clone, PartialEq)]
@@ -288,11 +291,16 @@ fn normalize_value(
             "'{path}' is complex; name one of its sub-attributes"
         ))),
         _ => match lit {
-            Literal::String(s) => Ok(ResolvedValue::Text(if target_folds(target) {
-                s.to_lowercase()
-            } else {
-                s.clone()
-            })),
+            Literal::String(s) => Ok(ResolvedValue::Text(crate::model::comparison_text(
+                s,
+                match target {
+                    AttrTarget::Name => TextComparison::Name {
+                        substring: op.is_substring(),
+                    },
+                    t if target_folds(t) => TextComparison::Folded,
+                    _ => TextComparison::Exact,
+                },
+            ))),
             Literal::Bool(b) => Ok(ResolvedValue::Text(b.to_string())),
             Literal::Number(n) => Ok(ResolvedValue::Text(n.to_string())),
             Literal::Null => Err(type_err("a value")),
@@ -312,6 +320,9 @@ impl Resolver<'_> {
         op: CompareOp,
         lit: &Literal,
     ) -> Result<ResolvedFilter, String> {
+        if let Literal::String(s) = lit {
+            check_comparison_text(s)?;
+        }
         if let Some(f) = self.membership_shortcut(path, op, lit)? {
             return Ok(f);
         }

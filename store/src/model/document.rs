@@ -346,7 +346,7 @@ pub fn normalize_resource(
     let mut out = Normalized::default();
     for (key, v) in obj {
         if key.eq_ignore_ascii_case("schemas") {
-            check_schemas_list(v)?;
+            check_schemas_list(kind, v)?;
             continue;
         }
         if key.eq_ignore_ascii_case("id") || key.eq_ignore_ascii_case("meta") {
@@ -427,16 +427,40 @@ pub fn normalize_resource(
     Ok(out)
 }
 
-/// `schemas` must be an array of URN strings. URNs this server does not know are tolerated
-/// (Entra ID adds its own, e.g. "http://schemas.microsoft.com/2006/11/ResourceManagement/
-/// ADSCIM/2.0/Group"): attributes under an unknown URN are still rejected.
-fn check_schemas_list(v: &Value) -> Result<(), StoreError> {
-    let ok = matches!(v, Value::Array(list) if list.iter().all(Value::is_string));
-    if ok {
-        Ok(())
-    } else {
-        Err(invalid("schemas must be an array of schema URNs".into()))
+/// `schemas` must be an array of URN strings that names the resource type's core schema
+/// (RFC 7643 §3: the core schema is required; a User sent as `["urn:example:nope"]` is not
+/// a User). Further URNs this server does not know are tolerated (Entra ID adds its own,
+/// e.g. "http://schemas.microsoft.com/2006/11/ResourceManagement/ADSCIM/2.0/Group"):
+/// attributes under an unknown URN are still rejected. A body without `schemas` is read as
+/// the core schema, as many clients send it.
+fn check_schemas_list(kind: ResourceKind, v: &Value) -> Result<(), StoreError> {
+    let Value::Array(list) = v else {
+        return Err(invalid("schemas must be an array of schema URNs".into()));
+    };
+    let mut urns = Vec::with_capacity(list.len());
+    for item in list {
+        let Value::String(urn) = item else {
+            return Err(invalid("schemas must be an array of schema URNs".into()));
+        };
+        urns.push(urn.as_str());
     }
+    let core = kind.core_schema();
+    if urns.iter().any(|u| u.trim().eq_ignore_ascii_case(core)) {
+        return Ok(());
+    }
+    let named = if urns.is_empty() {
+        "no schema".to_string()
+    } else {
+        urns.iter()
+            .map(|u| format!("{u:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    Err(invalid(format!(
+        "schemas names {named} but not the {} schema {core}, which a {} must list (RFC 7643 §3)",
+        kind.as_str(),
+        kind.as_str()
+    )))
 }
 
 /// Checks `required` attributes and required extensions of a complete document.
@@ -767,6 +791,53 @@ mod tests {
                 .to_string();
             assert!(e.contains(want), "{input}: {e}");
         }
+    }
+
+    #[test]
+    fn schemas_must_name_the_core_schema() {
+        let r = reg();
+        let e = normalize_resource(
+            &r,
+            ResourceKind::User,
+            &json!({"schemas": ["urn:example:nope"], "userName": "a"}),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("\"urn:example:nope\"") && e.contains(USER_SCHEMA),
+            "{e}"
+        );
+        let e = normalize_resource(
+            &r,
+            ResourceKind::Group,
+            &json!({"schemas": [], "displayName": "g"}),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("no schema") && e.contains(GROUP_SCHEMA), "{e}");
+        // A User's schemas on a Group is not a Group.
+        assert!(
+            normalize_resource(
+                &r,
+                ResourceKind::Group,
+                &json!({"schemas": [USER_SCHEMA], "displayName": "g"})
+            )
+            .is_err()
+        );
+        // What Entra ID, Okta and most clients send; no schemas at all is read as the core.
+        for ok in [
+            json!({"schemas": [USER_SCHEMA, ENTERPRISE_USER_SCHEMA], "userName": "a"}),
+            json!({"schemas": ["URN:IETF:PARAMS:SCIM:SCHEMAS:CORE:2.0:USER", "urn:example:extra"], "userName": "a"}),
+            json!({"userName": "a"}),
+        ] {
+            normalize_resource(&r, ResourceKind::User, &ok).unwrap();
+        }
+        normalize_resource(
+            &r,
+            ResourceKind::Group,
+            &json!({"schemas": [GROUP_SCHEMA, "http://schemas.microsoft.com/2006/11/ResourceManagement/ADSCIM/2.0/Group"], "displayName": "g"}),
+        )
+        .unwrap();
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! against attribute characteristics, the searchable-value index, and projection.
 
 mod document;
+mod names;
 mod projection;
 mod schema;
 
@@ -10,5 +11,6 @@ pub use document::{
     check_required, display_of, index_key, index_rows, index_text, normalize_attribute,
     normalize_datetime, normalize_resource, now_timestamp, render,
 };
+pub use names::{TextComparison, check_comparison_text, comparison_text, name_key, normalize_name};
 pub use projection::Projection;
 pub use schema::*;

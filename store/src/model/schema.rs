@@ -36,6 +36,13 @@ impl ResourceKind {
             ResourceKind::Group => "/Groups",
         }
     }
+    /// The attribute that names a resource of this type: unique, its directory entry's RDN.
+    pub fn name_attribute(self) -> &'static str {
+        match self {
+            ResourceKind::User => "userName",
+            ResourceKind::Group => "displayName",
+        }
+    }
     pub fn core_schema(self) -> &'static str {
         match self {
             ResourceKind::User => USER_SCHEMA,

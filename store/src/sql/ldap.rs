@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::audit::AuditEntry;
 use super::builder::{Sql, stmt};
 use super::{Actor, Store, unique_violation};
-use crate::credentials::{hash_secret, new_token_secret, verify_secret};
+use crate::credentials::{hash_secret, new_token_secret};
 use crate::error::StoreError;
 use crate::model::{ResourceKind, now_timestamp};
 
@@ -116,7 +116,8 @@ impl Store {
         Ok((account, secret))
     }
 
-    /// Checks a service account's password. `Ok(None)`: no such active account.
+    /// Checks a service account's password. `Ok(None)`: no such active account. Costs one
+    /// argon2 verification either way (see `verify_user_password`).
     pub async fn verify_ldap_account(
         &self,
         name: &str,
@@ -132,11 +133,13 @@ impl Store {
                 .build(self.backend),
             )
             .await?;
-        let Some(row) = row else { return Ok(None) };
+        let Some(row) = row else {
+            self.check_password(password, None).await?;
+            return Ok(None);
+        };
         let account = read_account(&row)?;
         let hash: String = row.try_get_by_index(5)?;
-        let password = password.to_string();
-        let ok = blocking(move || verify_secret(&password, &hash)).await?;
+        let ok = self.check_password(password, Some(hash)).await?;
         Ok(Some((account, ok)))
     }
 
@@ -228,15 +231,15 @@ impl Store {
         Ok(out)
     }
 
-    /// Ids of resources of `kind` by name (userName / Group displayName, case-insensitive):
-    /// lowercased name → id.
+    /// Ids of resources of `kind` by name (userName / Group displayName, compared as their
+    /// unique index does): `model::name_key` of the name → id.
     pub async fn ids_by_name(
         &self,
         kind: ResourceKind,
         names: &[String],
     ) -> Result<HashMap<String, String>, StoreError> {
         let mut out = HashMap::new();
-        let mut folded: Vec<String> = names.iter().map(|n| n.to_lowercase()).collect();
+        let mut folded: Vec<String> = names.iter().map(|n| crate::model::name_key(n)).collect();
         folded.sort();
         folded.dedup();
         for chunk in folded.chunks(500) {
@@ -327,7 +330,7 @@ impl Store {
     ) -> Result<Vec<crate::model::StoredResource>, StoreError> {
         use super::resources::{RESOURCE_COLUMNS, read_resource};
         let mut out = Vec::new();
-        let folded: Vec<String> = names.iter().map(|n| n.to_lowercase()).collect();
+        let folded: Vec<String> = names.iter().map(|n| crate::model::name_key(n)).collect();
         for chunk in folded.chunks(500) {
             let mut sql = Sql::new(&format!(
                 "SELECT {RESOURCE_COLUMNS} FROM resources r WHERE r.resource_type = "

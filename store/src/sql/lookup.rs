@@ -45,7 +45,7 @@ impl Store {
         ));
         sql.bind(kind.as_str())
             .push(" AND r.name_norm = ")
-            .bind(name.to_lowercase());
+            .bind(crate::model::name_key(name));
         let row = self.db.query_one_raw(sql.build(self.backend)).await?;
         row.as_ref().map(read_resource).transpose()
     }

@@ -47,7 +47,27 @@ use crate::model::SchemaRegistry;
 
 impl From<DbErr> for StoreError {
     fn from(e: DbErr) -> Self {
+        // Every face refuses NUL before a query is made; should a text value with NUL still
+        // reach PostgreSQL, which cannot hold it ("invalid byte sequence ... 0x00"), it is
+        // the request's fault, never an internal error.
+        if has_sqlstate(&e, "22021") {
+            return StoreError::InvalidValue(
+                "a text value contains a NUL character, which is never stored".into(),
+            );
+        }
         StoreError::Database(Box::new(e))
+    }
+}
+
+fn has_sqlstate(e: &DbErr, code: &str) -> bool {
+    let (DbErr::Query(sea_orm::RuntimeErr::SqlxError(x))
+    | DbErr::Exec(sea_orm::RuntimeErr::SqlxError(x))) = e
+    else {
+        return false;
+    };
+    match x.as_ref() {
+        sea_orm::sqlx::Error::Database(d) => d.code().as_deref() == Some(code),
+        _ => false,
     }
 }
 
@@ -119,6 +139,8 @@ pub struct Store {
     opts: Arc<StoreOptions>,
     /// Woken after every committed change, so the delivery worker need not poll.
     changes: Arc<tokio::sync::Notify>,
+    /// argon2 verifications run (`password_verifications`).
+    password_checks: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Store {
@@ -176,7 +198,39 @@ impl Store {
                 .then(|| Arc::new(tokio::sync::Mutex::new(()))),
             opts: Arc::new(opts),
             changes: Arc::new(tokio::sync::Notify::new()),
+            password_checks: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         })
+    }
+
+    /// How many password and service-account secret verifications (argon2) this store has
+    /// run, with an account's hash or the dummy one: every credential check costs one,
+    /// whether the account exists or not.
+    pub fn password_verifications(&self) -> u64 {
+        self.password_checks
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Verifies `password` against `stored` (or the dummy hash when there is none) on the
+    /// blocking pool; only a stored hash can succeed.
+    pub(crate) async fn check_password(
+        &self,
+        password: &str,
+        stored: Option<String>,
+    ) -> Result<bool, StoreError> {
+        self.password_checks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let password = password.to_string();
+        tokio::task::spawn_blocking(move || {
+            crate::credentials::verify_secret_or_dummy(&password, stored.as_deref())
+        })
+        .await
+        .map_err(|e| StoreError::Corrupt(format!("password verification task: {e}")))
+    }
+
+    /// The check of a bind whose name matches no account at all: the same argon2 work as
+    /// for an existing account, always failing.
+    pub async fn verify_no_account(&self, password: &str) -> Result<bool, StoreError> {
+        self.check_password(password, None).await
     }
 
     /// Notified after each committed change (in this process).

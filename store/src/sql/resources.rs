@@ -76,17 +76,32 @@ pub(crate) fn read_resource(row: &QueryResult) -> Result<StoredResource, StoreEr
     })
 }
 
-fn name_of(kind: ResourceKind, doc: &Map<String, Value>) -> Result<String, StoreError> {
+/// Brings the resource's name (userName / Group displayName) into its stored form
+/// (`model::normalize_name`) and returns it; every write passes here, POST, PUT and PATCH.
+fn normalize_name_in(
+    kind: ResourceKind,
+    doc: &mut Map<String, Value>,
+) -> Result<String, StoreError> {
     let attr = match kind {
         ResourceKind::User => "userName",
         ResourceKind::Group => "displayName",
     };
-    doc.get(attr)
-        .and_then(Value::as_str)
-        .map(str::to_string)
-        .ok_or_else(|| {
-            StoreError::InvalidValue(format!("{attr} is required for a {}", kind.as_str()))
-        })
+    let Some(Value::String(raw)) = doc.get_mut(attr) else {
+        return Err(StoreError::InvalidValue(format!(
+            "{attr} is required for a {}",
+            kind.as_str()
+        )));
+    };
+    let name = crate::model::normalize_name(raw);
+    if name.is_empty() {
+        return Err(StoreError::InvalidValue(format!(
+            "{attr} must not be empty or only white space"
+        )));
+    }
+    if *raw != name {
+        *raw = name.clone();
+    }
+    Ok(name)
 }
 
 /// Names the top-level attributes whose values differ between two documents, and their
@@ -569,7 +584,8 @@ impl Store {
             Some(p) if kind == ResourceKind::User => Some(Self::hash_password(p).await?),
             _ => None,
         };
-        let name = name_of(kind, &input.doc)?;
+        let mut input = input;
+        let name = normalize_name_in(kind, &mut input.doc)?;
         let id = uuid::Uuid::new_v4().to_string();
         let now = now_timestamp();
         let doc_s = serde_json::to_string(&input.doc).expect("documents serialize");
@@ -589,7 +605,7 @@ impl Store {
                     vec![
                         id.clone().into(),
                         kind.as_str().into(),
-                        name.to_lowercase().into(),
+                        crate::model::name_key(&name).into(),
                         input.external_id.clone().into(),
                         display_of(kind, &input.doc).into(),
                         active.into(),
@@ -687,12 +703,13 @@ impl Store {
         txn: &DatabaseTransaction,
         actor: &Actor,
         current: &StoredResource,
-        doc: Map<String, Value>,
+        mut doc: Map<String, Value>,
         external_id: Option<String>,
         password: PasswordChange,
         member_ops: &[MemberOp],
     ) -> Result<(StoredResource, bool), StoreError> {
         let kind = current.kind;
+        let name = normalize_name_in(kind, &mut doc)?;
         let reg = &self.reg;
         // Immutable attributes may be set once, never changed.
         for (ext, defs) in std::iter::once((None, &reg.core(kind).attributes)).chain(
@@ -738,13 +755,12 @@ impl Store {
         if unchanged {
             return Ok((current.clone(), false));
         }
-        let name = name_of(kind, &doc)?;
         let now = now_timestamp();
         let version = current.version + 1;
         let active = (kind == ResourceKind::User)
             .then(|| doc.get("active").and_then(Value::as_bool).unwrap_or(true) as i64);
         let mut sql = Sql::new("UPDATE resources SET name_norm = ");
-        sql.bind(name.to_lowercase())
+        sql.bind(crate::model::name_key(&name))
             .push(", external_id = ")
             .bind(external_id.clone())
             .push(", display = ")
@@ -1215,7 +1231,9 @@ impl Store {
     }
 
     /// Verifies a user's password (for LDAP simple bind). `Ok(None)`: no such active user or
-    /// no password set; `Ok(Some(false))`: wrong password.
+    /// no password set; `Ok(Some(false))`: wrong password. Every outcome costs one argon2
+    /// verification (against the dummy hash when there is nothing to verify), so that the
+    /// time taken does not tell whether the user exists.
     pub async fn verify_user_password(
         &self,
         user_name: &str,
@@ -1224,19 +1242,18 @@ impl Store {
         let mut sql = Sql::new(&format!(
             "SELECT {RESOURCE_COLUMNS}, r.password_hash FROM resources r WHERE r.resource_type = 'User' AND r.name_norm = "
         ));
-        sql.bind(user_name.to_lowercase());
+        sql.bind(crate::model::name_key(user_name));
         let Some(row) = self.db.query_one_raw(sql.build(self.backend)).await? else {
+            self.check_password(password, None).await?;
             return Ok(None);
         };
         let user = read_resource(&row)?;
         let hash: Option<String> = row.try_get_by_index(8)?;
-        let Some(hash) = hash else { return Ok(None) };
-        let password = password.to_string();
-        let ok = tokio::task::spawn_blocking(move || {
-            crate::credentials::verify_secret(&password, &hash)
-        })
-        .await
-        .map_err(|e| StoreError::Corrupt(format!("password verification task: {e}")))?;
+        if hash.is_none() {
+            self.check_password(password, None).await?;
+            return Ok(None);
+        }
+        let ok = self.check_password(password, hash).await?;
         Ok(Some((user, ok)))
     }
 }

@@ -383,3 +383,96 @@ async fn a_second_store_opens_the_database_while_the_first_is_open() {
     user(&second, "after").await;
     assert_eq!(first.count(ResourceKind::User, None).await.unwrap(), 2);
 }
+
+#[tokio::test]
+async fn names_are_one_key_for_writes_lookups_and_password_checks() {
+    let s = store().await;
+    let u = create(
+        &s,
+        ResourceKind::User,
+        json!({"userName": " Jose\u{0301} ", "password": "pw"}),
+    )
+    .await;
+    assert_eq!(u.doc["userName"], "Jos\u{00e9}");
+    let dup = normalize_resource(
+        s.registry(),
+        ResourceKind::User,
+        &json!({"userName": "JOSÉ"}),
+    )
+    .unwrap();
+    assert!(matches!(
+        s.create(ResourceKind::User, dup, &actor()).await,
+        Err(store::StoreError::Uniqueness(_))
+    ));
+    for key in ["josé", "Jose\u{0301}", " JOSÉ\t"] {
+        let found = s.find_by_name(ResourceKind::User, key).await.unwrap();
+        assert_eq!(found.map(|r| r.id), Some(u.id.clone()), "{key:?}");
+    }
+    assert_eq!(
+        s.ids_by_name(ResourceKind::User, &["JOSE\u{0301}".into()])
+            .await
+            .unwrap()
+            .get(&store::model::name_key("josé")),
+        Some(&u.id)
+    );
+    // The bind path: found by any form of the name, and every check costs one
+    // verification, including those of names that do not exist.
+    let before = s.password_verifications();
+    let (found, ok) = s
+        .verify_user_password("JOSÉ ", "pw")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(ok && found.id == u.id);
+    assert!(
+        s.verify_user_password("nobody", "pw")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        s.verify_ldap_account("nobody", "pw")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(!s.verify_no_account("pw").await.unwrap());
+    assert_eq!(s.password_verifications(), before + 4);
+}
+
+#[tokio::test]
+async fn nul_in_a_lookup_is_never_an_internal_error() {
+    let s = store().await;
+    user(&s, "ivy").await;
+    // SQLite compares and finds nothing; PostgreSQL refuses NUL in text, which is the
+    // request's error (InvalidValue), not the database's.
+    let outcomes = [
+        s.find_by_name(ResourceKind::User, "iv\0y")
+            .await
+            .map(|r| r.is_none()),
+        s.get(ResourceKind::User, "a\0b", Load::NONE)
+            .await
+            .map(|_| false)
+            .or_else(|e| match e {
+                store::StoreError::NotFound { .. } => Ok(true),
+                e => Err(e),
+            }),
+        s.consumer("c\0").await.map(|_| false).or_else(|e| match e {
+            store::StoreError::NotFound { .. } => Ok(true),
+            e => Err(e),
+        }),
+    ];
+    for o in outcomes {
+        match o {
+            Ok(nothing) => assert!(nothing),
+            Err(e) => assert!(matches!(e, store::StoreError::InvalidValue(_)), "{e:?}"),
+        }
+    }
+    // The store still works on the same connections.
+    assert!(
+        s.find_by_name(ResourceKind::User, "ivy")
+            .await
+            .unwrap()
+            .is_some()
+    );
+}

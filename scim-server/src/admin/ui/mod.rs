@@ -52,33 +52,37 @@ const STYLE: &str = include_str!("style.css");
 const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 /// Registers the UI. Must come after the admin API's scope, which it would otherwise shadow.
+/// One resource per path, so that a method the path does not serve is answered 405 with
+/// `Allow` (actix's resource default), not passed on to `not_found`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/admin")
             .wrap(from_fn(gate))
-            .route("", web::get().to(dashboard::page))
-            .route("/", web::get().to(dashboard::page))
-            .route("/assets/style.css", web::get().to(style))
-            .route("/login", web::get().to(login_form))
-            .route("/login", web::post().to(login))
-            .route("/logout", web::post().to(logout))
-            .route("/users", web::get().to(people::users))
-            .route("/users/{id}", web::get().to(people::user))
-            .route("/groups", web::get().to(people::groups))
-            .route("/groups/{id}", web::get().to(people::group))
-            .route("/push", web::post().to(people::push))
-            .route("/consumers", web::get().to(consumers::list))
-            .route("/consumers", web::post().to(consumers::create))
-            .route("/consumers/{name}", web::get().to(consumers::show))
-            .route("/consumers/{name}", web::post().to(consumers::update))
-            .route(
-                "/consumers/{name}/{action}",
-                web::post().to(consumers::action),
+            .service(web::resource("").get(dashboard::page))
+            .service(web::resource("/").get(dashboard::page))
+            .service(web::resource("/assets/style.css").get(style))
+            .service(web::resource("/login").get(login_form).post(login))
+            .service(web::resource("/logout").post(logout))
+            .service(web::resource("/users").get(people::users))
+            .service(web::resource("/users/{id}").get(people::user))
+            .service(web::resource("/groups").get(people::groups))
+            .service(web::resource("/groups/{id}").get(people::group))
+            .service(web::resource("/push").post(people::push))
+            .service(
+                web::resource("/consumers")
+                    .get(consumers::list)
+                    .post(consumers::create),
             )
-            .route("/deliveries", web::get().to(deliveries::page))
-            .route("/deliveries/retry", web::post().to(deliveries::retry))
-            .route("/audit", web::get().to(audit::page))
-            .route("/audit/export", web::get().to(audit::export))
+            .service(
+                web::resource("/consumers/{name}")
+                    .get(consumers::show)
+                    .post(consumers::update),
+            )
+            .service(web::resource("/consumers/{name}/{action}").post(consumers::action))
+            .service(web::resource("/deliveries").get(deliveries::page))
+            .service(web::resource("/deliveries/retry").post(deliveries::retry))
+            .service(web::resource("/audit").get(audit::page))
+            .service(web::resource("/audit/export").get(audit::export))
             .default_service(web::to(not_found)),
     );
 }
@@ -229,11 +233,35 @@ fn respond(state: &AppState, s: &Session, r: Result<HttpResponse, ServerError>) 
     r.unwrap_or_else(|e| error_page(state, s, &e))
 }
 
-async fn not_found(state: State, s: Session, req: HttpRequest) -> HttpResponse {
-    error_page(
-        &state,
-        &s,
-        &ServerError::NotFound(format!("{} is not a page of the admin UI", req.path())),
+/// Also reached without a session, for paths served without one (`/admin/assets/…`).
+async fn not_found(state: State, s: Option<Session>, req: HttpRequest) -> HttpResponse {
+    let e = ServerError::NotFound(format!("{} is not a page of the admin UI", req.path()));
+    match s {
+        Some(s) => error_page(&state, &s, &e),
+        None => client_error_page(StatusCode::NOT_FOUND, &e.parts().2),
+    }
+}
+
+/// The page for a client's mistake outside a session (no navigation, no session data).
+pub fn client_error_page(status: StatusCode, detail: &str) -> HttpResponse {
+    let title = match status {
+        StatusCode::NOT_FOUND => "Not found",
+        StatusCode::METHOD_NOT_ALLOWED => "Not allowed",
+        _ => "That did not work",
+    };
+    html_response(
+        status,
+        layout(
+            None,
+            title,
+            "",
+            None,
+            &format!(
+                "{}<p>{}</p>",
+                error_box(detail),
+                html::link("/admin", "Back to the dashboard")
+            ),
+        ),
     )
 }
 
@@ -269,9 +297,7 @@ impl Form {
 async fn read_form(mut payload: web::Payload, limit: usize) -> Result<Form, ServerError> {
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| {
-            ServerError::bad("invalidSyntax", format!("could not read the form: {e}"))
-        })?;
+        let chunk = chunk.map_err(crate::api::body_error)?;
         if body.len() + chunk.len() > limit {
             return Err(ServerError::PayloadTooLarge(format!(
                 "the form exceeds the limit of {limit} bytes (server.max_body_bytes)"
