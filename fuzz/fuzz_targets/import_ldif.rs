@@ -1,0 +1,22 @@
+//! `scimhub import FILE.ldif`: entries read (folding, base64 values, comments), mapped to
+//! SCIM through the LDAP directory's mapping table, and planned.
+#![no_main]
+
+use std::sync::OnceLock;
+
+use ldap_frontend::dit::Mapping;
+use libfuzzer_sys::fuzz_target;
+use scim_server::batch::directory::LdifImport;
+use scim_server::batch::source::LdifSource;
+use scimhub_fuzz::{MAX_IMPORT_ITEMS, plan_import, registry};
+
+fn mapping() -> &'static Mapping {
+    static MAPPING: OnceLock<Mapping> = OnceLock::new();
+    MAPPING.get_or_init(|| Mapping::new(registry(), &[]).expect("the default mapping table"))
+}
+
+fuzz_target!(|data: &[u8]| {
+    let import = LdifImport::new(registry(), mapping(), None).expect("LDIF import without a mapping file");
+    let mut source = LdifSource::new(data, import);
+    plan_import(&mut source, MAX_IMPORT_ITEMS);
+});
