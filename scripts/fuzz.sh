@@ -73,7 +73,7 @@ for t in $TARGETS; do
     else
         result="FAILED (exit $rc, see fuzz/$log)"
         failed+=("$t")
-        grep -m1 -E "panicked at|ERROR: libFuzzer|SUMMARY:" "$log" >&2 || tail -20 "$log" >&2
+        grep -m1 -A1 -E "panicked at|ERROR: libFuzzer" "$log" >&2 || tail -20 "$log" >&2
     fi
     printf '%-14s %8s %14s %10s %s\n' "$t" "$SECONDS_EACH" "${runs:-?}" "${rate:-?}" "$result" >>"$SUMMARY"
 done

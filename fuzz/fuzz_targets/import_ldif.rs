@@ -10,13 +10,16 @@ use scim_server::batch::directory::LdifImport;
 use scim_server::batch::source::LdifSource;
 use scimhub_fuzz::{MAX_IMPORT_ITEMS, plan_import, registry};
 
-fn mapping() -> &'static Mapping {
-    static MAPPING: OnceLock<Mapping> = OnceLock::new();
-    MAPPING.get_or_init(|| Mapping::new(registry(), &[]).expect("the default mapping table"))
+/// Binding the mapping table costs more than reading a small input: done once.
+fn import() -> &'static LdifImport {
+    static IMPORT: OnceLock<LdifImport> = OnceLock::new();
+    IMPORT.get_or_init(|| {
+        let mapping = Mapping::new(registry(), &[]).expect("the default mapping table");
+        LdifImport::new(registry(), &mapping, None).expect("LDIF import without a mapping file")
+    })
 }
 
 fuzz_target!(|data: &[u8]| {
-    let import = LdifImport::new(registry(), mapping(), None).expect("LDIF import without a mapping file");
-    let mut source = LdifSource::new(data, import);
+    let mut source = LdifSource::new(data, import().clone());
     plan_import(&mut source, MAX_IMPORT_ITEMS);
 });

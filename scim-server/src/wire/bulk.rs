@@ -387,7 +387,12 @@ mod tests {
     #[test]
     fn schedule_runs_in_rounds_of_request_order() {
         // c needs b, b needs a, listed backwards: one per round; d needs nothing.
-        let req = request(vec![post("c", &["b"]), post("b", &["a"]), post("a", &[]), post("d", &[])]);
+        let req = request(vec![
+            post("c", &["b"]),
+            post("b", &["a"]),
+            post("a", &[]),
+            post("d", &[]),
+        ]);
         assert_eq!(
             drive(&req, &[]),
             [Step::Run(2), Step::Run(3), Step::Run(1), Step::Run(0)]
@@ -435,7 +440,11 @@ mod tests {
         let n = 1000;
         let mut ops: Vec<Value> = (0..n)
             .map(|i| {
-                let refs: Vec<String> = if i + 1 < n { vec![format!("c{}", i + 1)] } else { vec![] };
+                let refs: Vec<String> = if i + 1 < n {
+                    vec![format!("c{}", i + 1)]
+                } else {
+                    vec![]
+                };
                 let refs: Vec<&str> = refs.iter().map(String::as_str).collect();
                 post(&format!("c{i}"), &refs)
             })
