@@ -78,9 +78,10 @@ fn rounds(req: &BulkRequest, ok: &[bool]) -> Vec<Step> {
             let op = &req.operations[i];
             let refs = references(op);
             let failed_ref = refs.iter().find(|r| {
-                req.operations.iter().enumerate().any(|(j, o)| {
-                    o.bulk_id.as_deref() == Some(r.as_str()) && done[j] && failed[j]
-                })
+                req.operations
+                    .iter()
+                    .enumerate()
+                    .any(|(j, o)| o.bulk_id.as_deref() == Some(r.as_str()) && done[j] && failed[j])
             });
             let ready = refs.iter().all(|r| created.contains_key(r));
             if !ready && failed_ref.is_none() {
@@ -143,7 +144,9 @@ fuzz_target!(|data: &[u8]| {
                 );
                 schedule.substitute(&mut op);
                 assert!(
-                    !op.data.as_ref().is_some_and(|d| has_reference_to(d, &created)),
+                    !op.data
+                        .as_ref()
+                        .is_some_and(|d| has_reference_to(d, &created)),
                     "operation {i} kept a reference to a created resource"
                 );
                 if ok[*i] {
@@ -171,6 +174,14 @@ fuzz_target!(|data: &[u8]| {
         }
         steps.push(step);
     }
-    assert_eq!(seen.len(), req.operations.len(), "an operation was never handed out");
-    assert_eq!(steps, rounds(&req, &ok), "the schedule differs from the rounds");
+    assert_eq!(
+        seen.len(),
+        req.operations.len(),
+        "an operation was never handed out"
+    );
+    assert_eq!(
+        steps,
+        rounds(&req, &ok),
+        "the schedule differs from the rounds"
+    );
 });

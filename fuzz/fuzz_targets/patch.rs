@@ -18,10 +18,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let list = match &body {
         Value::Array(a) => a,
-        Value::Object(o) => match o
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case("Operations"))
-        {
+        Value::Object(o) => match o.iter().find(|(k, _)| k.eq_ignore_ascii_case("Operations")) {
             Some((_, Value::Array(a))) => a,
             _ => return,
         },
