@@ -1,8 +1,6 @@
 //! /Bulk (RFC 7644 §3.7): operations run in dependency order of their `bulkId:`
 //! references, each in its own transaction; `failOnErrors` stops the run.
 
-use std::collections::HashMap;
-
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::{Value, json};
@@ -13,7 +11,7 @@ use super::resources::{
 };
 use super::{AppState, json_response, kind_of, read_json};
 use crate::error::ServerError;
-use crate::wire::bulk::{BulkMethod, BulkOperation, BulkRequest, references, substitute};
+use crate::wire::bulk::{BulkMethod, BulkOperation, BulkRequest, Schedule, Step};
 use crate::wire::{BULK_RESPONSE_SCHEMA, error_body};
 
 fn split_path(path: &str) -> Result<(ResourceKind, Option<String>), ServerError> {
@@ -106,92 +104,64 @@ pub async fn bulk(
         )));
     }
     let base = state.base_url(&req);
-    let n = request.operations.len();
-    let mut results: Vec<Option<Value>> = vec![None; n];
-    let mut created: HashMap<String, String> = HashMap::new();
-    let mut pending: Vec<usize> = (0..n).collect();
+    let mut results: Vec<Option<Value>> = vec![None; request.operations.len()];
+    let mut schedule = Schedule::new(&request);
     let mut errors = 0usize;
     let fail_limit = request.fail_on_errors.unwrap_or(usize::MAX);
-    'outer: while !pending.is_empty() {
-        let mut progressed = false;
-        let mut still = Vec::new();
-        for i in pending {
-            let op = &request.operations[i];
-            let refs = references(op);
-            let failed_ref = refs.iter().find(|r| {
-                request.operations.iter().enumerate().any(|(j, o)| {
-                    o.bulk_id.as_deref() == Some(r.as_str())
-                        && results[j]
-                            .as_ref()
-                            .is_some_and(|v| v.get("response").is_some())
-                })
-            });
-            let ready = refs.iter().all(|r| created.contains_key(r));
-            if !ready && failed_ref.is_none() {
-                still.push(i);
-                continue;
+    while let Some(step) = schedule.next_step() {
+        let (i, outcome) = match step {
+            Step::Run(i) => {
+                let mut op = request.operations[i].clone();
+                schedule.substitute(&mut op);
+                (i, run_one(&state, &req, &p, &op, &base).await.map_err(Some))
             }
-            progressed = true;
-            let mut op = op.clone();
-            let outcome = match failed_ref {
-                Some(r) => Err(ServerError::bad(
+            Step::RefFailed(i, r) => (
+                i,
+                Err(Some(ServerError::bad(
                     "invalidValue",
                     format!("bulkId {r:?} refers to an operation that failed"),
-                )),
-                None => {
-                    substitute(&mut op, &created);
-                    run_one(&state, &req, &p, &op, &base).await
-                }
-            };
-            let mut entry = json!({"method": op.method.as_str()});
-            if let Some(b) = &op.bulk_id {
-                entry["bulkId"] = json!(b);
-            }
-            match outcome {
-                Ok((status, location, version, new_id)) => {
-                    entry["status"] = json!(status.to_string());
-                    if let Some(l) = location {
-                        entry["location"] = json!(l);
-                    }
-                    if let Some(v) = version {
-                        entry["version"] = json!(v);
-                    }
-                    if let (Some(b), Some(id)) = (&op.bulk_id, new_id) {
-                        created.insert(b.clone(), id);
-                    }
-                }
-                Err(e) => {
-                    let (status, scim_type, detail) = e.parts();
-                    entry["status"] = json!(status.as_u16().to_string());
-                    entry["response"] = error_body(status.as_u16(), scim_type, &detail);
-                    errors += 1;
-                }
-            }
-            results[i] = Some(entry);
-            if errors >= fail_limit {
-                break 'outer;
-            }
+                ))),
+            ),
+            Step::Unresolved(i) => (i, Err(None)),
+        };
+        let op = &request.operations[i];
+        let mut entry = json!({"method": op.method.as_str()});
+        if let Some(b) = &op.bulk_id {
+            entry["bulkId"] = json!(b);
         }
-        if !progressed {
-            // Unresolvable references (unknown bulkIds or a cycle).
-            for i in still {
-                let op = &request.operations[i];
-                let mut entry = json!({"method": op.method.as_str()});
-                if let Some(b) = &op.bulk_id {
-                    entry["bulkId"] = json!(b);
-                }
-                let detail = format!("unresolved bulkId reference(s): {:?}", references(op));
+        match outcome {
+            Err(None) => {
+                // Unknown bulkIds or a cycle.
+                let detail = format!(
+                    "unresolved bulkId reference(s): {:?}",
+                    schedule.references(i)
+                );
                 entry["status"] = json!("409");
                 entry["response"] = error_body(409, Some("invalidValue"), &detail);
-                results[i] = Some(entry);
                 errors += 1;
-                if errors >= fail_limit {
-                    break;
-                }
             }
+            Ok((status, location, version, new_id)) => {
+                entry["status"] = json!(status.to_string());
+                if let Some(l) = location {
+                    entry["location"] = json!(l);
+                }
+                if let Some(v) = version {
+                    entry["version"] = json!(v);
+                }
+                schedule.succeeded(i, new_id);
+            }
+            Err(Some(e)) => {
+                let (status, scim_type, detail) = e.parts();
+                entry["status"] = json!(status.as_u16().to_string());
+                entry["response"] = error_body(status.as_u16(), scim_type, &detail);
+                errors += 1;
+                schedule.failed(i);
+            }
+        }
+        results[i] = Some(entry);
+        if errors >= fail_limit {
             break;
         }
-        pending = still;
     }
     let ops: Vec<Value> = results.into_iter().flatten().collect();
     Ok(json_response(

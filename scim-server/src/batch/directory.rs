@@ -20,6 +20,7 @@ use super::ldif::Entry;
 use super::mapping::{MappingFile, Place, Target};
 use super::rows::{Change, Item, Row, RowOp, Select, SetValues, remove, replace};
 
+#[derive(Clone)]
 enum Rule {
     /// One SCIM path; `generalized`: LDAP GeneralizedTime values.
     Path {
@@ -39,7 +40,8 @@ enum Rule {
 
 /// The import rules, each with the LDAP attributes it reads (several directory
 /// attributes may show one SCIM attribute, e.g. `ou` and `department`: the first present
-/// one is read).
+/// one is read). A clone serves another file without binding the table again.
+#[derive(Clone)]
 pub struct LdifImport {
     rules: Vec<(Vec<String>, Rule)>,
     separator: String,

@@ -158,19 +158,28 @@ impl Default for ConsumerSpec {
     }
 }
 
-/// Parses "14d", "36h", "30m", "45s" (or a plain number of seconds).
+/// The longest duration a schedule accepts. Due times are `now + duration`, which must stay
+/// a representable date; a century is more than any retention rule needs.
+pub const MAX_DURATION_DAYS: i64 = 36_500;
+
+/// Parses "14d", "36h", "30m", "45s" (or a plain number of seconds), up to
+/// [`MAX_DURATION_DAYS`].
 pub fn parse_duration(s: &str) -> Option<chrono::Duration> {
     let s = s.trim();
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
     let n: i64 = num.parse().ok()?;
-    let secs = match unit.trim() {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86400,
-        "w" => n * 7 * 86400,
+    let unit_secs = match unit.trim() {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        "w" => 7 * 86400,
         _ => return None,
     };
+    let secs = n.checked_mul(unit_secs)?;
+    if secs > MAX_DURATION_DAYS * 86400 {
+        return None;
+    }
     chrono::Duration::try_seconds(secs)
 }
 
@@ -300,7 +309,7 @@ impl ConsumerSpec {
                 (Some(a), None) => {
                     parse_duration(a).ok_or_else(|| {
                         bad(format!(
-                            "{field}.after: {a:?} is not a duration such as 14d, 36h, 30m"
+                            "{field}.after: {a:?} is not a duration such as 14d, 36h, 30m (at most {MAX_DURATION_DAYS}d)"
                         ))
                     })?;
                 }
@@ -379,5 +388,37 @@ mod tests {
         assert_eq!(parse_duration("14d").unwrap().num_seconds(), 14 * 86400);
         assert_eq!(parse_duration("90").unwrap().num_seconds(), 90);
         assert!(parse_duration("2 fortnights").is_none());
+        assert_eq!(
+            parse_duration("36500d").unwrap().num_seconds(),
+            MAX_DURATION_DAYS * 86400
+        );
+        assert!(parse_duration("36501d").is_none());
+    }
+
+    /// Found by fuzzing: "after" durations whose seconds overflow i64 panicked in
+    /// validation, and ones just below that validated and then overflowed the due-time
+    /// arithmetic (`now + duration`) of the outbound planner.
+    #[test]
+    fn huge_durations_are_refused_not_overflowed() {
+        for s in [
+            "99999999999999999d",
+            "9223372036854775807w",
+            "99999999999d",
+            "9223372036854775807",
+        ] {
+            assert!(parse_duration(s).is_none(), "{s}");
+        }
+        let reg = SchemaRegistry::builtin();
+        let spec: ConsumerSpec = serde_json::from_value(serde_json::json!({
+            "schedules": [{"name": "x", "when": "active eq false", "after": "99999999999999999d", "action": "delete"}]
+        }))
+        .unwrap();
+        let e = spec.validate(&reg).unwrap_err().to_string();
+        assert!(
+            e.contains("schedules[0].after") && e.contains("at most"),
+            "{e}"
+        );
+        let longest = parse_duration(&format!("{MAX_DURATION_DAYS}d")).unwrap();
+        assert!(chrono::Utc::now().checked_add_signed(longest).is_some());
     }
 }
