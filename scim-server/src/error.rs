@@ -63,9 +63,11 @@ impl ServerError {
                 StoreError::InvalidSyntax(m) => {
                     (StatusCode::BAD_REQUEST, Some("invalidSyntax"), m.clone())
                 }
-                StoreError::InvalidFilter(m) => {
-                    (StatusCode::BAD_REQUEST, Some("invalidFilter"), m.clone())
-                }
+                StoreError::InvalidFilter(m) => (
+                    StatusCode::BAD_REQUEST,
+                    Some("invalidFilter"),
+                    scim_limit_names(m),
+                ),
                 StoreError::InvalidPath(m) => {
                     (StatusCode::BAD_REQUEST, Some("invalidPath"), m.clone())
                 }
@@ -141,4 +143,10 @@ impl ResponseError for ServerError {
         }
         resp.body(error_body(status.as_u16(), scim_type, &detail).to_string())
     }
+}
+
+/// The store names filter limits by their keys within a section (`max_filter_terms`); on
+/// the SCIM face they are the `scim.` keys.
+pub(crate) fn scim_limit_names(message: &str) -> String {
+    message.replace("the limit max_filter_", "the limit scim.max_filter_")
 }

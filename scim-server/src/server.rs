@@ -63,6 +63,7 @@ pub async fn open_store(cfg: &Config) -> Result<Store, ServerError> {
         max_connections: cfg.database.max_connections,
         sqlite_sync_full: cfg.database.sqlite_sync_full,
         ignore_unknown_members: cfg.scim.unknown_members == "ignore",
+        filter_limits: cfg.scim.filter_limits(),
     };
     Ok(Store::connect(&cfg.database.url, registry(cfg)?, opts).await?)
 }

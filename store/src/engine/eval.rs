@@ -145,8 +145,22 @@ pub fn matches(
     f: &Filter,
 ) -> Result<bool, String> {
     Ok(match f {
-        Filter::And(a, b) => matches(reg, kind, res, a)? && matches(reg, kind, res, b)?,
-        Filter::Or(a, b) => matches(reg, kind, res, a)? || matches(reg, kind, res, b)?,
+        Filter::And(items) => {
+            for x in items {
+                if !matches(reg, kind, res, x)? {
+                    return Ok(false);
+                }
+            }
+            true
+        }
+        Filter::Or(items) => {
+            for x in items {
+                if matches(reg, kind, res, x)? {
+                    return Ok(true);
+                }
+            }
+            false
+        }
         Filter::Not(a) => !matches(reg, kind, res, a)?,
         Filter::Const(b) => *b,
         Filter::Present(p) => {

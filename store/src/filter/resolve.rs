@@ -60,14 +60,19 @@ pub enum Nesting {
     Any,
 }
 
+/// A filter bound to storage. Build conjunctions and disjunctions with
+/// [`ResolvedFilter::all`] and [`ResolvedFilter::any`]: they flatten, fold constants and
+/// merge equalities on one target into `In`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ResolvedFilter {
-    And(Box<ResolvedFilter>, Box<ResolvedFilter>),
-    Or(Box<ResolvedFilter>, Box<ResolvedFilter>),
+    And(Vec<ResolvedFilter>),
+    Or(Vec<ResolvedFilter>),
     Not(Box<ResolvedFilter>),
     Const(bool),
     Present(AttrTarget),
     Compare(AttrTarget, CompareOp, ResolvedValue),
+    /// Some value of the target equals one of these (an OR of equalities).
+    In(AttrTarget, Vec<ResolvedValue>),
     /// Some element of the multi-valued complex attribute whose element marker key is
     /// `key` satisfies `inner` (whose targets are sub-attributes of the same element).
     Element {
@@ -85,14 +90,195 @@ pub enum ResolvedFilter {
     },
 }
 
-/// A condition on the resource at the other end of a membership.
+/// A condition on the resource at the other end of a membership; conjunctions and
+/// disjunctions are built with [`MemberCondition::all`] / [`MemberCondition::any`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum MemberCondition {
-    And(Box<MemberCondition>, Box<MemberCondition>),
-    Or(Box<MemberCondition>, Box<MemberCondition>),
+    And(Vec<MemberCondition>),
+    Or(Vec<MemberCondition>),
     Not(Box<MemberCondition>),
     Present(MemberField),
     Compare(MemberField, CompareOp, String),
+    /// The field equals one of these.
+    In(MemberField, Vec<String>),
+}
+
+impl ResolvedFilter {
+    /// The conjunction of `items`: nested conjunctions spliced in, `true` dropped, `false`
+    /// absorbing; a single operand stands alone and none is `true`.
+    pub fn all(items: impl IntoIterator<Item = ResolvedFilter>) -> ResolvedFilter {
+        let mut out = Vec::new();
+        for f in items {
+            match f {
+                ResolvedFilter::Const(true) => {}
+                ResolvedFilter::Const(false) => return ResolvedFilter::Const(false),
+                ResolvedFilter::And(v) => out.extend(v),
+                other => out.push(other),
+            }
+        }
+        match out.len() {
+            0 => ResolvedFilter::Const(true),
+            1 => out.pop().unwrap_or(ResolvedFilter::Const(true)),
+            _ => ResolvedFilter::And(out),
+        }
+    }
+
+    /// The disjunction of `items`, flattened and folded like [`ResolvedFilter::all`].
+    /// Equalities on one target merge into one `In` (compiled to SQL `IN (…)`), and
+    /// membership conditions of the same kind into one, so that a membership query of many
+    /// ids is one indexed lookup.
+    pub fn any(items: impl IntoIterator<Item = ResolvedFilter>) -> ResolvedFilter {
+        let mut out: Vec<ResolvedFilter> = Vec::new();
+        let mut pending: Vec<ResolvedFilter> = items.into_iter().collect();
+        pending.reverse();
+        while let Some(f) = pending.pop() {
+            match f {
+                ResolvedFilter::Const(false) => {}
+                ResolvedFilter::Const(true) => return ResolvedFilter::Const(true),
+                ResolvedFilter::Or(v) => pending.extend(v.into_iter().rev()),
+                ResolvedFilter::Compare(t, CompareOp::Eq, v) => merge_in(&mut out, t, vec![v]),
+                ResolvedFilter::In(t, vs) => merge_in(&mut out, t, vs),
+                ResolvedFilter::MemberOf { groups, nesting } => {
+                    let at = out.iter().position(|x| {
+                        matches!(x, ResolvedFilter::MemberOf { nesting: n, .. } if *n == nesting)
+                    });
+                    match at.map(|i| &mut out[i]) {
+                        Some(ResolvedFilter::MemberOf { groups: g, .. }) => {
+                            let prev = std::mem::replace(
+                                g.as_mut(),
+                                MemberCondition::Present(MemberField::Value),
+                            );
+                            **g = MemberCondition::any([prev, *groups]);
+                        }
+                        _ => out.push(ResolvedFilter::MemberOf { groups, nesting }),
+                    }
+                }
+                ResolvedFilter::HasMember { members } => {
+                    let at = out
+                        .iter()
+                        .position(|x| matches!(x, ResolvedFilter::HasMember { .. }));
+                    match at.map(|i| &mut out[i]) {
+                        Some(ResolvedFilter::HasMember { members: m }) => {
+                            let prev = std::mem::replace(
+                                m.as_mut(),
+                                MemberCondition::Present(MemberField::Value),
+                            );
+                            **m = MemberCondition::any([prev, *members]);
+                        }
+                        _ => out.push(ResolvedFilter::HasMember { members }),
+                    }
+                }
+                other => out.push(other),
+            }
+        }
+        match out.len() {
+            0 => ResolvedFilter::Const(false),
+            1 => out.pop().unwrap_or(ResolvedFilter::Const(false)),
+            _ => ResolvedFilter::Or(out),
+        }
+    }
+
+    /// The negation, folding constants and double negation.
+    #[allow(clippy::should_implement_trait)]
+    pub fn not(f: ResolvedFilter) -> ResolvedFilter {
+        match f {
+            ResolvedFilter::Const(b) => ResolvedFilter::Const(!b),
+            ResolvedFilter::Not(x) => *x,
+            x => ResolvedFilter::Not(Box::new(x)),
+        }
+    }
+}
+
+/// Adds equalities on `t` to the operand of `out` that already compares `t` for equality
+/// (which becomes an `In`), or as a new operand.
+fn merge_in(out: &mut Vec<ResolvedFilter>, t: AttrTarget, vs: Vec<ResolvedValue>) {
+    let at = out.iter().position(|x| {
+        matches!(x, ResolvedFilter::In(t2, _) | ResolvedFilter::Compare(t2, CompareOp::Eq, _) if *t2 == t)
+    });
+    match at {
+        Some(i) => {
+            let prev = std::mem::replace(&mut out[i], ResolvedFilter::Const(false));
+            let mut all = match prev {
+                ResolvedFilter::In(_, v) => v,
+                ResolvedFilter::Compare(_, _, v) => vec![v],
+                _ => Vec::new(),
+            };
+            all.extend(vs);
+            out[i] = ResolvedFilter::In(t, all);
+        }
+        None if vs.len() == 1 => {
+            let mut vs = vs;
+            if let Some(v) = vs.pop() {
+                out.push(ResolvedFilter::Compare(t, CompareOp::Eq, v));
+            }
+        }
+        None => out.push(ResolvedFilter::In(t, vs)),
+    }
+}
+
+impl MemberCondition {
+    /// The conjunction of `items`, flattened.
+    pub fn all(items: impl IntoIterator<Item = MemberCondition>) -> MemberCondition {
+        let mut out = Vec::new();
+        for c in items {
+            match c {
+                MemberCondition::And(v) => out.extend(v),
+                other => out.push(other),
+            }
+        }
+        match out.len() {
+            1 => out.pop().unwrap_or(MemberCondition::And(Vec::new())),
+            _ => MemberCondition::And(out),
+        }
+    }
+
+    /// The disjunction of `items`, flattened, with equalities on one field merged into `In`.
+    pub fn any(items: impl IntoIterator<Item = MemberCondition>) -> MemberCondition {
+        let mut out: Vec<MemberCondition> = Vec::new();
+        let mut pending: Vec<MemberCondition> = items.into_iter().collect();
+        pending.reverse();
+        while let Some(c) = pending.pop() {
+            let (field, vs) = match c {
+                MemberCondition::Or(v) => {
+                    pending.extend(v.into_iter().rev());
+                    continue;
+                }
+                MemberCondition::Compare(f, CompareOp::Eq, v) => (f, vec![v]),
+                MemberCondition::In(f, vs) => (f, vs),
+                other => {
+                    out.push(other);
+                    continue;
+                }
+            };
+            let at = out.iter().position(|x| {
+                matches!(x, MemberCondition::In(f, _) | MemberCondition::Compare(f, CompareOp::Eq, _) if *f == field)
+            });
+            match at {
+                Some(i) => {
+                    let prev =
+                        std::mem::replace(&mut out[i], MemberCondition::In(field, Vec::new()));
+                    let mut all = match prev {
+                        MemberCondition::In(_, v) => v,
+                        MemberCondition::Compare(_, _, v) => vec![v],
+                        _ => Vec::new(),
+                    };
+                    all.extend(vs);
+                    out[i] = MemberCondition::In(field, all);
+                }
+                None if vs.len() == 1 => {
+                    let mut vs = vs;
+                    if let Some(v) = vs.pop() {
+                        out.push(MemberCondition::Compare(field, CompareOp::Eq, v));
+                    }
+                }
+                None => out.push(MemberCondition::In(field, vs)),
+            }
+        }
+        match out.len() {
+            1 => out.pop().unwrap_or(MemberCondition::Or(Vec::new())),
+            _ => MemberCondition::Or(out),
+        }
+    }
 }
 
 /// A resolved attribute path, for sorting and projection.
@@ -437,23 +623,26 @@ impl Resolver<'_> {
     ) -> Result<Option<MemberCondition>, String> {
         let ctx = path.to_string();
         match f {
-            Filter::And(a, b) => {
-                let a = self.member_condition(a, path, nesting, top)?;
-                let b = self.member_condition(b, path, nesting, top)?;
-                Ok(match (a, b) {
-                    (Some(a), Some(b)) => Some(MemberCondition::And(Box::new(a), Box::new(b))),
-                    (a, b) => a.or(b),
-                })
-            }
-            Filter::Or(a, b) => {
-                let a = self.member_condition(a, path, nesting, false)?;
-                let b = self.member_condition(b, path, nesting, false)?;
-                match (a, b) {
-                    (Some(a), Some(b)) => Ok(Some(MemberCondition::Or(Box::new(a), Box::new(b)))),
-                    _ => Err(err(format!(
-                        "'{ctx}[...]': type may only be combined with 'and'"
-                    ))),
+            Filter::And(items) => {
+                let mut conds = Vec::new();
+                for x in items {
+                    conds.extend(self.member_condition(x, path, nesting, top)?);
                 }
+                Ok((!conds.is_empty()).then(|| MemberCondition::all(conds)))
+            }
+            Filter::Or(items) => {
+                let mut conds = Vec::new();
+                for x in items {
+                    match self.member_condition(x, path, nesting, false)? {
+                        Some(c) => conds.push(c),
+                        None => {
+                            return Err(err(format!(
+                                "'{ctx}[...]': type may only be combined with 'and'"
+                            )));
+                        }
+                    }
+                }
+                Ok(Some(MemberCondition::any(conds)))
             }
             Filter::Not(a) => match self.member_condition(a, path, nesting, false)? {
                 Some(c) => Ok(Some(MemberCondition::Not(Box::new(c)))),
@@ -524,12 +713,18 @@ impl Resolver<'_> {
 
     fn resolve(&self, f: &Filter) -> Result<ResolvedFilter, String> {
         Ok(match f {
-            Filter::And(a, b) => {
-                ResolvedFilter::And(Box::new(self.resolve(a)?), Box::new(self.resolve(b)?))
-            }
-            Filter::Or(a, b) => {
-                ResolvedFilter::Or(Box::new(self.resolve(a)?), Box::new(self.resolve(b)?))
-            }
+            Filter::And(items) => ResolvedFilter::all(
+                items
+                    .iter()
+                    .map(|x| self.resolve(x))
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+            Filter::Or(items) => ResolvedFilter::any(
+                items
+                    .iter()
+                    .map(|x| self.resolve(x))
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
             Filter::Not(a) => ResolvedFilter::Not(Box::new(self.resolve(a)?)),
             Filter::Const(b) => ResolvedFilter::Const(*b),
             Filter::Present(p) => {
@@ -591,13 +786,17 @@ impl Resolver<'_> {
             })
         };
         Ok(match f {
-            Filter::And(a, b) => ResolvedFilter::And(
-                Box::new(self.resolve_element(parent, a)?),
-                Box::new(self.resolve_element(parent, b)?),
+            Filter::And(items) => ResolvedFilter::all(
+                items
+                    .iter()
+                    .map(|x| self.resolve_element(parent, x))
+                    .collect::<Result<Vec<_>, _>>()?,
             ),
-            Filter::Or(a, b) => ResolvedFilter::Or(
-                Box::new(self.resolve_element(parent, a)?),
-                Box::new(self.resolve_element(parent, b)?),
+            Filter::Or(items) => ResolvedFilter::any(
+                items
+                    .iter()
+                    .map(|x| self.resolve_element(parent, x))
+                    .collect::<Result<Vec<_>, _>>()?,
             ),
             Filter::Not(a) => ResolvedFilter::Not(Box::new(self.resolve_element(parent, a)?)),
             Filter::Const(b) => ResolvedFilter::Const(*b),

@@ -89,8 +89,22 @@ pub fn element_matches(def: &AttributeDef, item: &Value, f: &Filter) -> Result<b
             .ok_or_else(|| format!("{} has no sub-attribute {name:?}", def.name))
     };
     Ok(match f {
-        Filter::And(a, b) => element_matches(def, item, a)? && element_matches(def, item, b)?,
-        Filter::Or(a, b) => element_matches(def, item, a)? || element_matches(def, item, b)?,
+        Filter::And(items) => {
+            for x in items {
+                if !element_matches(def, item, x)? {
+                    return Ok(false);
+                }
+            }
+            true
+        }
+        Filter::Or(items) => {
+            for x in items {
+                if element_matches(def, item, x)? {
+                    return Ok(true);
+                }
+            }
+            false
+        }
         Filter::Not(a) => !element_matches(def, item, a)?,
         Filter::Const(b) => *b,
         Filter::Present(p) => {

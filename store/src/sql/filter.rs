@@ -1,6 +1,11 @@
 //! Resolved filters → SQL conditions over indexed columns and the attribute index. Every
 //! leaf is an indexed lookup (`akey, value_text`) or a dedicated column; nothing is filtered
 //! after loading.
+//!
+//! The operands of an n-ary AND/OR are written as a balanced tree of parentheses: SQLite
+//! parses `a OR b OR c …` into a chain as deep as it is long and refuses expression trees
+//! deeper than 1,000, while a balanced tree of 2,000 operands is 11 levels deep. The
+//! compiler itself recurses only per nesting level and per halving of a list.
 
 use sea_orm::DbBackend;
 
@@ -18,6 +23,19 @@ pub(crate) struct Compiler {
 
 /// The highest code point: appended to a prefix it bounds every string starting with it.
 const MAX_CHAR: char = '\u{10FFFF}';
+
+/// `IN` lists longer than this are bound as one JSON array instead of one parameter per
+/// value. Lists built from a client's filter never get here (they are bounded by the term
+/// limit); lists the server derives from data can (the groups containing a member).
+const MAX_BOUND_IN_LIST: usize = 2000;
+
+/// What an index-row leaf tests.
+#[derive(Clone, Copy)]
+enum LeafTest<'a> {
+    Present,
+    Compare(CompareOp, &'a ResolvedValue),
+    In(&'a [ResolvedValue]),
+}
 
 impl Compiler {
     pub fn new(backend: DbBackend, max_group_depth: i64) -> Self {
@@ -136,32 +154,77 @@ impl Compiler {
         })
     }
 
+    /// `col IN (…)` for text values.
+    fn text_in(&self, out: &mut Sql, col: &str, values: Vec<String>) {
+        if values.len() > MAX_BOUND_IN_LIST {
+            let json = serde_json::Value::from(values).to_string();
+            if self.backend == DbBackend::Postgres {
+                out.push(col)
+                    .push(" IN (SELECT jsonb_array_elements_text(CAST(")
+                    .bind(json)
+                    .push(" AS jsonb)))");
+            } else {
+                out.push(col)
+                    .push(" IN (SELECT value FROM json_each(")
+                    .bind(json)
+                    .push("))");
+            }
+        } else {
+            out.push(col).push(" IN ").bind_list(&values);
+        }
+    }
+
+    /// `text_col IN (…)` / `num_col IN (…)` for a list of values of either kind.
+    fn value_in(&self, out: &mut Sql, text_col: &str, num_col: &str, values: &[ResolvedValue]) {
+        let mut texts = Vec::new();
+        let mut nums = Vec::new();
+        for v in values {
+            match v {
+                ResolvedValue::Text(t) => texts.push(t.clone()),
+                ResolvedValue::Number(n) => nums.push(*n),
+            }
+        }
+        match (texts.is_empty(), nums.is_empty()) {
+            (true, true) => {
+                out.push("1 = 0");
+            }
+            (false, true) => self.text_in(out, text_col, texts),
+            (true, false) => {
+                out.push(num_col).push(" IN ").bind_list(&nums);
+            }
+            (false, false) => {
+                out.push("(");
+                self.text_in(out, text_col, texts);
+                out.push(" OR ").push(num_col).push(" IN ").bind_list(&nums);
+                out.push(")");
+            }
+        }
+    }
+
     /// A condition on index rows `x` (alias) for one leaf.
-    fn index_leaf(
-        &mut self,
-        out: &mut Sql,
-        x: &str,
-        target: &AttrTarget,
-        cmp: Option<(CompareOp, &ResolvedValue)>,
-    ) {
+    fn index_leaf(&mut self, out: &mut Sql, x: &str, target: &AttrTarget, test: LeafTest<'_>) {
         match target {
             AttrTarget::Indexed { key, kind, .. } => {
                 out.push(&format!("{x}.akey = ")).bind(key.clone());
-                if let Some((op, v)) = cmp {
-                    out.push(" AND ");
-                    let v = match (kind, v) {
-                        (AttrType::Integer | AttrType::Decimal, ResolvedValue::Text(t)) => {
-                            ResolvedValue::Number(t.parse().unwrap_or(f64::NAN))
-                        }
-                        _ => v.clone(),
-                    };
-                    self.value_compare(
-                        out,
-                        &format!("{x}.value_text"),
-                        &format!("{x}.value_num"),
-                        op,
-                        &v,
-                    );
+                let numeric = matches!(kind, AttrType::Integer | AttrType::Decimal);
+                let typed = |v: &ResolvedValue| match (numeric, v) {
+                    (true, ResolvedValue::Text(t)) => {
+                        ResolvedValue::Number(t.parse().unwrap_or(f64::NAN))
+                    }
+                    _ => v.clone(),
+                };
+                let (text_col, num_col) = (format!("{x}.value_text"), format!("{x}.value_num"));
+                match test {
+                    LeafTest::Present => {}
+                    LeafTest::Compare(op, v) => {
+                        out.push(" AND ");
+                        self.value_compare(out, &text_col, &num_col, op, &typed(v));
+                    }
+                    LeafTest::In(vs) => {
+                        out.push(" AND ");
+                        let vs: Vec<ResolvedValue> = vs.iter().map(typed).collect();
+                        self.value_in(out, &text_col, &num_col, &vs);
+                    }
                 }
             }
             AttrTarget::AnyUnder { prefix } => {
@@ -170,24 +233,50 @@ impl Compiler {
                 out.push(&format!("{x}.akey >= ")).bind(prefix.clone());
                 out.push(&format!(" AND {x}.akey < ")).bind(upper);
             }
-            _ => unreachable!("column targets are not in the index"),
+            // Column targets never reach the index; match nothing rather than panic.
+            _ => {
+                out.push("1 = 0");
+            }
+        }
+    }
+
+    /// Writes `items` joined by `joiner` as a balanced tree; `empty` when there are none.
+    fn balanced<T>(
+        &mut self,
+        items: &[T],
+        joiner: &str,
+        empty: &str,
+        out: &mut Sql,
+        each: &mut dyn FnMut(&mut Self, &T, &mut Sql),
+    ) {
+        match items {
+            [] => {
+                out.push(empty);
+            }
+            [one] => each(self, one, out),
+            _ => {
+                let (a, b) = items.split_at(items.len() / 2);
+                out.push("(");
+                self.balanced(a, joiner, empty, out, each);
+                out.push(joiner);
+                self.balanced(b, joiner, empty, out, each);
+                out.push(")");
+            }
         }
     }
 
     /// Compiles `f` to a condition on the resources row aliased `r`.
     pub fn compile(&mut self, f: &ResolvedFilter, r: &str, out: &mut Sql) {
         match f {
-            ResolvedFilter::And(a, b) | ResolvedFilter::Or(a, b) => {
-                let joiner = if matches!(f, ResolvedFilter::And(..)) {
-                    " AND "
-                } else {
-                    " OR "
-                };
-                out.push("(");
-                self.compile(a, r, out);
-                out.push(joiner);
-                self.compile(b, r, out);
-                out.push(")");
+            ResolvedFilter::And(items) => {
+                self.balanced(items, " AND ", "1 = 1", out, &mut |c, x, o| {
+                    c.compile(x, r, o)
+                });
+            }
+            ResolvedFilter::Or(items) => {
+                self.balanced(items, " OR ", "1 = 0", out, &mut |c, x, o| {
+                    c.compile(x, r, o)
+                });
             }
             ResolvedFilter::Not(a) => {
                 out.push("NOT (");
@@ -209,7 +298,7 @@ impl Compiler {
                     out.push(&format!(
                         "{r}.rid IN (SELECT {x}.resource_rid FROM attr_index {x} WHERE "
                     ));
-                    self.index_leaf(out, &x, t, None);
+                    self.index_leaf(out, &x, t, LeafTest::Present);
                     out.push(")");
                 }
             },
@@ -225,7 +314,22 @@ impl Compiler {
                     out.push(&format!(
                         "{r}.rid IN (SELECT {x}.resource_rid FROM attr_index {x} WHERE "
                     ));
-                    self.index_leaf(out, &x, t, Some((*op, v)));
+                    self.index_leaf(out, &x, t, LeafTest::Compare(*op, v));
+                    out.push(")");
+                }
+            },
+            ResolvedFilter::In(t, vs) => match Self::column(t, r) {
+                Some(col) => {
+                    out.push(&format!("({col} IS NOT NULL AND "));
+                    self.value_in(out, &col, &col, vs);
+                    out.push(")");
+                }
+                None => {
+                    let x = self.fresh("x");
+                    out.push(&format!(
+                        "{r}.rid IN (SELECT {x}.resource_rid FROM attr_index {x} WHERE "
+                    ));
+                    self.index_leaf(out, &x, t, LeafTest::In(vs));
                     out.push(")");
                 }
             },
@@ -279,17 +383,15 @@ impl Compiler {
     /// Inside `attr[...]`: leaves must hold for the same element as `e`.
     fn compile_element(&mut self, f: &ResolvedFilter, e: &str, out: &mut Sql) {
         match f {
-            ResolvedFilter::And(a, b) | ResolvedFilter::Or(a, b) => {
-                let joiner = if matches!(f, ResolvedFilter::And(..)) {
-                    " AND "
-                } else {
-                    " OR "
-                };
-                out.push("(");
-                self.compile_element(a, e, out);
-                out.push(joiner);
-                self.compile_element(b, e, out);
-                out.push(")");
+            ResolvedFilter::And(items) => {
+                self.balanced(items, " AND ", "1 = 1", out, &mut |c, x, o| {
+                    c.compile_element(x, e, o)
+                });
+            }
+            ResolvedFilter::Or(items) => {
+                self.balanced(items, " OR ", "1 = 0", out, &mut |c, x, o| {
+                    c.compile_element(x, e, o)
+                });
             }
             ResolvedFilter::Not(a) => {
                 out.push("NOT (");
@@ -299,16 +401,19 @@ impl Compiler {
             ResolvedFilter::Const(b) => {
                 out.push(if *b { "1 = 1" } else { "1 = 0" });
             }
-            ResolvedFilter::Present(t) | ResolvedFilter::Compare(t, _, _) => {
+            ResolvedFilter::Present(t)
+            | ResolvedFilter::Compare(t, _, _)
+            | ResolvedFilter::In(t, _) => {
                 let x = self.fresh("x");
                 out.push(&format!(
                     "EXISTS (SELECT 1 FROM attr_index {x} WHERE {x}.resource_rid = {e}.resource_rid AND {x}.elem = {e}.elem AND "
                 ));
-                let cmp = match f {
-                    ResolvedFilter::Compare(_, op, v) => Some((*op, v)),
-                    _ => None,
+                let test = match f {
+                    ResolvedFilter::Compare(_, op, v) => LeafTest::Compare(*op, v),
+                    ResolvedFilter::In(_, vs) => LeafTest::In(vs),
+                    _ => LeafTest::Present,
                 };
-                self.index_leaf(out, &x, t, cmp);
+                self.index_leaf(out, &x, t, test);
                 out.push(")");
             }
             // The resolver never nests these inside a value filter.
@@ -329,17 +434,15 @@ impl Compiler {
         out: &mut Sql,
     ) {
         match c {
-            MemberCondition::And(a, b) | MemberCondition::Or(a, b) => {
-                let joiner = if matches!(c, MemberCondition::And(..)) {
-                    " AND "
-                } else {
-                    " OR "
-                };
-                out.push("(");
-                self.member_condition(a, o, m, out);
-                out.push(joiner);
-                self.member_condition(b, o, m, out);
-                out.push(")");
+            MemberCondition::And(items) => {
+                self.balanced(items, " AND ", "1 = 1", out, &mut |c, x, s| {
+                    c.member_condition(x, o, m, s)
+                });
+            }
+            MemberCondition::Or(items) => {
+                self.balanced(items, " OR ", "1 = 0", out, &mut |c, x, s| {
+                    c.member_condition(x, o, m, s)
+                });
             }
             MemberCondition::Not(a) => {
                 out.push("NOT (");
@@ -355,18 +458,27 @@ impl Compiler {
                 out.push(&format!("{col} IS NOT NULL"));
             }
             MemberCondition::Compare(field, op, v) => {
-                let col = match field {
-                    MemberField::Value => format!("{o}.id"),
-                    // A group's folded displayName is its name_norm; a user's display is
-                    // folded on the fly.
-                    MemberField::Display => format!("lower(COALESCE({o}.display, ''))"),
-                    MemberField::Type => format!("{o}.resource_type"),
-                };
-                let _ = m;
+                let col = Self::member_column(*field, o);
                 out.push("(");
                 self.text_compare(out, &col, *op, v);
                 out.push(")");
             }
+            MemberCondition::In(field, vs) => {
+                let col = Self::member_column(*field, o);
+                out.push("(");
+                self.text_in(out, &col, vs.clone());
+                out.push(")");
+            }
+        }
+    }
+
+    /// The column a member field compares: a group's folded displayName is its name_norm;
+    /// a user's display is folded on the fly.
+    fn member_column(field: MemberField, o: &str) -> String {
+        match field {
+            MemberField::Value => format!("{o}.id"),
+            MemberField::Display => format!("lower(COALESCE({o}.display, ''))"),
+            MemberField::Type => format!("{o}.resource_type"),
         }
     }
 }

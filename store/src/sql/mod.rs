@@ -89,6 +89,9 @@ pub struct StoreOptions {
     /// Group members whose id names no resource are left out (and named in the audit row)
     /// instead of failing the request: IdPs push memberships of users outside their scope.
     pub ignore_unknown_members: bool,
+    /// Limits on the value filters of PATCH paths and on consumer scope filters (the API
+    /// applies the same to the filters of queries).
+    pub filter_limits: crate::filter::FilterLimits,
 }
 
 impl Default for StoreOptions {
@@ -98,6 +101,7 @@ impl Default for StoreOptions {
             max_connections: 16,
             sqlite_sync_full: true,
             ignore_unknown_members: true,
+            filter_limits: crate::filter::FilterLimits::default(),
         }
     }
 }

@@ -951,6 +951,7 @@ impl Store {
         load: Load,
     ) -> Result<StoredResource, StoreError> {
         let reg = self.reg.clone();
+        let limits = self.opts.filter_limits;
         self.update_with(kind, id, if_match, actor, load, |current| {
             let p = apply_patch(
                 &reg,
@@ -958,6 +959,7 @@ impl Store {
                 &current.doc,
                 current.external_id.as_deref(),
                 ops,
+                &limits,
             )?;
             Ok((p.doc, p.external_id, p.password, p.member_ops))
         })
