@@ -681,9 +681,18 @@ mod tests {
                 ResolvedFilter::In(AttrTarget::Name, v)
             ] if v.len() == 1000
         ));
-        // Negated, the OR is an AND of negations: one node, not a chain.
+        // Negated, it is an AND of negations, that is the negation of the same list.
         let f = tr(ResourceKind::User, &format!("(!(|{items}))"));
-        assert!(matches!(f, ResolvedFilter::And(v) if v.len() == 1000));
+        let ResolvedFilter::Not(inner) = f else {
+            panic!("{f:?}")
+        };
+        assert!(matches!(
+            inner.as_ref(),
+            ResolvedFilter::And(parts) if matches!(
+                parts.as_slice(),
+                [_, ResolvedFilter::In(AttrTarget::Name, v)] if v.len() == 1000
+            )
+        ));
     }
 
     #[test]

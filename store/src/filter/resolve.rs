@@ -105,16 +105,32 @@ pub enum MemberCondition {
 
 impl ResolvedFilter {
     /// The conjunction of `items`: nested conjunctions spliced in, `true` dropped, `false`
-    /// absorbing; a single operand stands alone and none is `true`.
+    /// absorbing; a single operand stands alone and none is `true`. Negated operands become
+    /// one negated disjunction (`not a and not b` is `not (a or b)`: every compiled
+    /// condition is TRUE or FALSE, never NULL), so that [`ResolvedFilter::any`] can merge
+    /// them into one lookup.
     pub fn all(items: impl IntoIterator<Item = ResolvedFilter>) -> ResolvedFilter {
         let mut out = Vec::new();
-        for f in items {
+        let mut negated = Vec::new();
+        let mut pending: Vec<ResolvedFilter> = items.into_iter().collect();
+        pending.reverse();
+        while let Some(f) = pending.pop() {
             match f {
                 ResolvedFilter::Const(true) => {}
                 ResolvedFilter::Const(false) => return ResolvedFilter::Const(false),
-                ResolvedFilter::And(v) => out.extend(v),
+                ResolvedFilter::And(v) => pending.extend(v.into_iter().rev()),
+                ResolvedFilter::Not(x) => negated.push(*x),
                 other => out.push(other),
             }
+        }
+        match negated.len() {
+            0 => {}
+            1 => out.extend(negated.pop().map(|x| ResolvedFilter::Not(Box::new(x)))),
+            _ => match ResolvedFilter::any(negated) {
+                ResolvedFilter::Const(true) => return ResolvedFilter::Const(false),
+                ResolvedFilter::Const(false) => {}
+                x => out.push(ResolvedFilter::Not(Box::new(x))),
+            },
         }
         match out.len() {
             0 => ResolvedFilter::Const(true),
@@ -151,6 +167,19 @@ impl ResolvedFilter {
                             **g = MemberCondition::any([prev, *groups]);
                         }
                         _ => out.push(ResolvedFilter::MemberOf { groups, nesting }),
+                    }
+                }
+                ResolvedFilter::Element { key, inner } => {
+                    // Some element satisfies a, or some satisfies b: some satisfies a or b.
+                    let at = out.iter().position(
+                        |x| matches!(x, ResolvedFilter::Element { key: k, .. } if *k == key),
+                    );
+                    match at.map(|i| &mut out[i]) {
+                        Some(ResolvedFilter::Element { inner: prev, .. }) => {
+                            let p = std::mem::replace(prev.as_mut(), ResolvedFilter::Const(false));
+                            **prev = ResolvedFilter::any([p, *inner]);
+                        }
+                        _ => out.push(ResolvedFilter::Element { key, inner }),
                     }
                 }
                 ResolvedFilter::HasMember { members } => {

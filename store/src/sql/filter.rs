@@ -19,7 +19,17 @@ pub(crate) struct Compiler {
     pub backend: DbBackend,
     pub max_group_depth: i64,
     alias: usize,
+    /// Bind every `IN` list of two or more values as one JSON array (see `compile`).
+    json_lists: bool,
 }
+
+/// Bound parameters one filter's SQL may use before its `IN` lists are bound as JSON
+/// arrays instead: below SQLite's limit of 32,766 per statement with room for the rest of
+/// the statement. Without lists a term binds at most 12 (an LDAP `(cn=*x)` tests three
+/// attributes), so a filter within the term ceiling then stays below this too; only lists
+/// the server derives from data (the groups containing a member) can be longer than the
+/// terms that asked for them.
+const BIND_BUDGET: usize = 30_000;
 
 /// The highest code point: appended to a prefix it bounds every string starting with it.
 const MAX_CHAR: char = '\u{10FFFF}';
@@ -37,13 +47,52 @@ enum LeafTest<'a> {
     In(&'a [ResolvedValue]),
 }
 
+/// What index rows of a leaf belong to: the resource row `r`, or the element row `e` of a
+/// value filter.
+#[derive(Clone, Copy)]
+enum Within<'a> {
+    Resource(&'a str),
+    Element(&'a str),
+}
+
+/// An operand of an OR: a filter, or the tests of several operands on one indexed target.
+enum OrPart<'a> {
+    Node(&'a ResolvedFilter),
+    Lookup(&'a AttrTarget, Vec<LeafTest<'a>>),
+}
+
 impl Compiler {
     pub fn new(backend: DbBackend, max_group_depth: i64) -> Self {
         Compiler {
             backend,
             max_group_depth,
             alias: 0,
+            json_lists: false,
         }
+    }
+
+    /// Appends `f` as a condition on the resources row aliased `r`.
+    pub fn compile(&mut self, f: &ResolvedFilter, r: &str, out: &mut Sql) {
+        self.bounded(out, |c, sql| c.node(f, r, sql));
+    }
+
+    /// Appends `c` as a condition on the resource `o` at the other end of membership row `m`.
+    pub fn member_condition(&mut self, c: &MemberCondition, o: &str, m: &str, out: &mut Sql) {
+        self.bounded(out, |comp, sql| comp.member_node(c, o, m, sql));
+    }
+
+    /// Writes a condition with `write`; when it binds more than the budget, writes it again
+    /// with JSON-bound lists.
+    fn bounded(&mut self, out: &mut Sql, write: impl Fn(&mut Self, &mut Sql)) {
+        let mut cond = Sql::default();
+        write(self, &mut cond);
+        if cond.params.len() > BIND_BUDGET && !self.json_lists {
+            self.json_lists = true;
+            cond = Sql::default();
+            write(self, &mut cond);
+            self.json_lists = false;
+        }
+        out.append(cond);
     }
 
     fn fresh(&mut self, base: &str) -> String {
@@ -156,7 +205,7 @@ impl Compiler {
 
     /// `col IN (…)` for text values.
     fn text_in(&self, out: &mut Sql, col: &str, values: Vec<String>) {
-        if values.len() > MAX_BOUND_IN_LIST {
+        if values.len() > MAX_BOUND_IN_LIST || (self.json_lists && values.len() > 1) {
             let json = serde_json::Value::from(values).to_string();
             if self.backend == DbBackend::Postgres {
                 out.push(col)
@@ -201,11 +250,15 @@ impl Compiler {
         }
     }
 
-    /// A condition on index rows `x` (alias) for one leaf.
-    fn index_leaf(&mut self, out: &mut Sql, x: &str, target: &AttrTarget, test: LeafTest<'_>) {
+    /// A condition on index rows `x` (alias): their key is the target's, and (for an
+    /// indexed target) their value passes one of `tests`.
+    fn index_leaf(&mut self, out: &mut Sql, x: &str, target: &AttrTarget, tests: &[LeafTest<'_>]) {
         match target {
             AttrTarget::Indexed { key, kind, .. } => {
                 out.push(&format!("{x}.akey = ")).bind(key.clone());
+                if tests.iter().any(|t| matches!(t, LeafTest::Present)) {
+                    return;
+                }
                 let numeric = matches!(kind, AttrType::Integer | AttrType::Decimal);
                 let typed = |v: &ResolvedValue| match (numeric, v) {
                     (true, ResolvedValue::Text(t)) => {
@@ -214,18 +267,19 @@ impl Compiler {
                     _ => v.clone(),
                 };
                 let (text_col, num_col) = (format!("{x}.value_text"), format!("{x}.value_num"));
-                match test {
-                    LeafTest::Present => {}
+                out.push(" AND ");
+                self.balanced(tests, " OR ", "1 = 0", out, &mut |c, test, o| match test {
                     LeafTest::Compare(op, v) => {
-                        out.push(" AND ");
-                        self.value_compare(out, &text_col, &num_col, op, &typed(v));
+                        c.value_compare(o, &text_col, &num_col, *op, &typed(v));
                     }
                     LeafTest::In(vs) => {
-                        out.push(" AND ");
                         let vs: Vec<ResolvedValue> = vs.iter().map(typed).collect();
-                        self.value_in(out, &text_col, &num_col, &vs);
+                        c.value_in(o, &text_col, &num_col, &vs);
                     }
-                }
+                    LeafTest::Present => {
+                        o.push("1 = 1");
+                    }
+                });
             }
             AttrTarget::AnyUnder { prefix } => {
                 let mut upper = prefix.clone();
@@ -238,6 +292,65 @@ impl Compiler {
                 out.push("1 = 0");
             }
         }
+    }
+
+    /// One lookup in the attribute index for `target` and `tests`, tied to the resource
+    /// row or to the element `within` names.
+    fn index_lookup(
+        &mut self,
+        out: &mut Sql,
+        within: Within<'_>,
+        target: &AttrTarget,
+        tests: &[LeafTest<'_>],
+    ) {
+        let x = self.fresh("x");
+        match within {
+            Within::Resource(r) => out.push(&format!(
+                "{r}.rid IN (SELECT {x}.resource_rid FROM attr_index {x} WHERE "
+            )),
+            Within::Element(e) => out.push(&format!(
+                "EXISTS (SELECT 1 FROM attr_index {x} WHERE {x}.resource_rid = {e}.resource_rid AND {x}.elem = {e}.elem AND "
+            )),
+        };
+        self.index_leaf(out, &x, target, tests);
+        out.push(")");
+    }
+
+    /// Writes the OR of `items`, with the comparisons on one indexed attribute gathered into
+    /// one index lookup (one subquery instead of one per term).
+    fn gathered_or(
+        &mut self,
+        items: &[ResolvedFilter],
+        within: Within<'_>,
+        out: &mut Sql,
+        node: &mut dyn FnMut(&mut Self, &ResolvedFilter, &mut Sql),
+    ) {
+        let mut parts: Vec<OrPart<'_>> = Vec::new();
+        for f in items {
+            let (target, test) = match f {
+                ResolvedFilter::Compare(t @ AttrTarget::Indexed { .. }, op, v) => {
+                    (t, LeafTest::Compare(*op, v))
+                }
+                ResolvedFilter::In(t @ AttrTarget::Indexed { .. }, vs) => (t, LeafTest::In(vs)),
+                ResolvedFilter::Present(t @ AttrTarget::Indexed { .. }) => (t, LeafTest::Present),
+                other => {
+                    parts.push(OrPart::Node(other));
+                    continue;
+                }
+            };
+            let same = parts.iter_mut().find_map(|p| match p {
+                OrPart::Lookup(t, tests) if *t == target => Some(tests),
+                _ => None,
+            });
+            match same {
+                Some(tests) => tests.push(test),
+                None => parts.push(OrPart::Lookup(target, vec![test])),
+            }
+        }
+        self.balanced(&parts, " OR ", "1 = 0", out, &mut |c, p, o| match p {
+            OrPart::Node(f) => node(c, f, o),
+            OrPart::Lookup(t, tests) => c.index_lookup(o, within, t, tests),
+        });
     }
 
     /// Writes `items` joined by `joiner` as a balanced tree; `empty` when there are none.
@@ -266,21 +379,19 @@ impl Compiler {
     }
 
     /// Compiles `f` to a condition on the resources row aliased `r`.
-    pub fn compile(&mut self, f: &ResolvedFilter, r: &str, out: &mut Sql) {
+    fn node(&mut self, f: &ResolvedFilter, r: &str, out: &mut Sql) {
         match f {
             ResolvedFilter::And(items) => {
-                self.balanced(items, " AND ", "1 = 1", out, &mut |c, x, o| {
-                    c.compile(x, r, o)
-                });
+                self.balanced(items, " AND ", "1 = 1", out, &mut |c, x, o| c.node(x, r, o));
             }
             ResolvedFilter::Or(items) => {
-                self.balanced(items, " OR ", "1 = 0", out, &mut |c, x, o| {
-                    c.compile(x, r, o)
+                self.gathered_or(items, Within::Resource(r), out, &mut |c, f, o| {
+                    c.node(f, r, o)
                 });
             }
             ResolvedFilter::Not(a) => {
                 out.push("NOT (");
-                self.compile(a, r, out);
+                self.node(a, r, out);
                 out.push(")");
             }
             ResolvedFilter::Const(true) => {
@@ -293,14 +404,7 @@ impl Compiler {
                 Some(col) => {
                     out.push(&format!("{col} IS NOT NULL"));
                 }
-                None => {
-                    let x = self.fresh("x");
-                    out.push(&format!(
-                        "{r}.rid IN (SELECT {x}.resource_rid FROM attr_index {x} WHERE "
-                    ));
-                    self.index_leaf(out, &x, t, LeafTest::Present);
-                    out.push(")");
-                }
+                None => self.index_lookup(out, Within::Resource(r), t, &[LeafTest::Present]),
             },
             ResolvedFilter::Compare(t, op, v) => match Self::column(t, r) {
                 Some(col) => {
@@ -310,12 +414,7 @@ impl Compiler {
                     out.push(")");
                 }
                 None => {
-                    let x = self.fresh("x");
-                    out.push(&format!(
-                        "{r}.rid IN (SELECT {x}.resource_rid FROM attr_index {x} WHERE "
-                    ));
-                    self.index_leaf(out, &x, t, LeafTest::Compare(*op, v));
-                    out.push(")");
+                    self.index_lookup(out, Within::Resource(r), t, &[LeafTest::Compare(*op, v)])
                 }
             },
             ResolvedFilter::In(t, vs) => match Self::column(t, r) {
@@ -324,14 +423,7 @@ impl Compiler {
                     self.value_in(out, &col, &col, vs);
                     out.push(")");
                 }
-                None => {
-                    let x = self.fresh("x");
-                    out.push(&format!(
-                        "{r}.rid IN (SELECT {x}.resource_rid FROM attr_index {x} WHERE "
-                    ));
-                    self.index_leaf(out, &x, t, LeafTest::In(vs));
-                    out.push(")");
-                }
+                None => self.index_lookup(out, Within::Resource(r), t, &[LeafTest::In(vs)]),
             },
             ResolvedFilter::Element { key, inner } => {
                 let e = self.fresh("e");
@@ -350,7 +442,7 @@ impl Compiler {
                     out.push(&format!(
                         "{r}.rid IN (SELECT {m}.member_rid FROM memberships {m} JOIN resources {g} ON {g}.rid = {m}.group_rid WHERE "
                     ));
-                    self.member_condition(groups, &g, &m, out);
+                    self.member_node(groups, &g, &m, out);
                     out.push(")");
                 } else {
                     let d = self.fresh("d");
@@ -358,7 +450,7 @@ impl Compiler {
                     out.push(&format!(
                         "{r}.rid IN (WITH RECURSIVE {d}(rid, depth) AS (SELECT {g}.rid, CAST(0 AS BIGINT) FROM resources {g} WHERE {g}.resource_type = 'Group' AND "
                     ));
-                    self.member_condition(groups, &g, &m, out);
+                    self.member_node(groups, &g, &m, out);
                     out.push(&format!(
                         " UNION SELECT {m}.member_rid, {d}.depth + 1 FROM {d} JOIN memberships {m} ON {m}.group_rid = {d}.rid WHERE {d}.depth < "
                     ))
@@ -374,7 +466,7 @@ impl Compiler {
                 out.push(&format!(
                     "{r}.rid IN (SELECT {m}.group_rid FROM memberships {m} JOIN resources {u} ON {u}.rid = {m}.member_rid WHERE "
                 ));
-                self.member_condition(members, &u, &m, out);
+                self.member_node(members, &u, &m, out);
                 out.push(")");
             }
         }
@@ -389,8 +481,8 @@ impl Compiler {
                 });
             }
             ResolvedFilter::Or(items) => {
-                self.balanced(items, " OR ", "1 = 0", out, &mut |c, x, o| {
-                    c.compile_element(x, e, o)
+                self.gathered_or(items, Within::Element(e), out, &mut |c, f, o| {
+                    c.compile_element(f, e, o)
                 });
             }
             ResolvedFilter::Not(a) => {
@@ -404,17 +496,12 @@ impl Compiler {
             ResolvedFilter::Present(t)
             | ResolvedFilter::Compare(t, _, _)
             | ResolvedFilter::In(t, _) => {
-                let x = self.fresh("x");
-                out.push(&format!(
-                    "EXISTS (SELECT 1 FROM attr_index {x} WHERE {x}.resource_rid = {e}.resource_rid AND {x}.elem = {e}.elem AND "
-                ));
                 let test = match f {
                     ResolvedFilter::Compare(_, op, v) => LeafTest::Compare(*op, v),
                     ResolvedFilter::In(_, vs) => LeafTest::In(vs),
                     _ => LeafTest::Present,
                 };
-                self.index_leaf(out, &x, t, test);
-                out.push(")");
+                self.index_lookup(out, Within::Element(e), t, &[test]);
             }
             // The resolver never nests these inside a value filter.
             ResolvedFilter::Element { .. }
@@ -426,27 +513,21 @@ impl Compiler {
     }
 
     /// A condition on the resource `o` at the other end of membership row `m`.
-    pub(crate) fn member_condition(
-        &mut self,
-        c: &MemberCondition,
-        o: &str,
-        m: &str,
-        out: &mut Sql,
-    ) {
+    fn member_node(&mut self, c: &MemberCondition, o: &str, m: &str, out: &mut Sql) {
         match c {
             MemberCondition::And(items) => {
                 self.balanced(items, " AND ", "1 = 1", out, &mut |c, x, s| {
-                    c.member_condition(x, o, m, s)
+                    c.member_node(x, o, m, s)
                 });
             }
             MemberCondition::Or(items) => {
                 self.balanced(items, " OR ", "1 = 0", out, &mut |c, x, s| {
-                    c.member_condition(x, o, m, s)
+                    c.member_node(x, o, m, s)
                 });
             }
             MemberCondition::Not(a) => {
                 out.push("NOT (");
-                self.member_condition(a, o, m, out);
+                self.member_node(a, o, m, out);
                 out.push(")");
             }
             MemberCondition::Present(field) => {
@@ -480,5 +561,101 @@ impl Compiler {
             MemberField::Display => format!("lower(COALESCE({o}.display, ''))"),
             MemberField::Type => format!("{o}.resource_type"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::filter::{FilterLimits, resolve};
+    use crate::model::{ResourceKind, SchemaRegistry};
+
+    /// Bound parameters and the deepest nesting of parentheses of `f`'s SQL.
+    fn shape(backend: DbBackend, f: &ResolvedFilter) -> (usize, usize) {
+        let mut sql = Sql::default();
+        Compiler::new(backend, 5).compile(f, "r", &mut sql);
+        let (mut depth, mut deepest) = (0usize, 0usize);
+        for c in sql.text.chars() {
+            match c {
+                '(' => {
+                    depth += 1;
+                    deepest = deepest.max(depth);
+                }
+                ')' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        (sql.params.len(), deepest)
+    }
+
+    fn scim(kind: ResourceKind, text: &str) -> ResolvedFilter {
+        let f = crate::filter::Filter::parse_limited(text, &FilterLimits::CEILING).unwrap();
+        resolve(&SchemaRegistry::builtin(), kind, &f).unwrap()
+    }
+
+    #[test]
+    fn the_largest_filters_stay_within_the_database_limits() {
+        let max = FilterLimits::CEILING.max_terms;
+        let chain_of = |n: usize, joiner: &str, term: &dyn Fn(usize) -> String| {
+            (0..n).map(term).collect::<Vec<_>>().join(joiner)
+        };
+        let chain = |joiner: &str, term: &dyn Fn(usize) -> String| chain_of(max, joiner, term);
+        let cases = [
+            scim(
+                ResourceKind::User,
+                &chain(" or ", &|i| format!("name.familyName ew \"{i}\"")),
+            ),
+            scim(
+                ResourceKind::User,
+                &chain(" and ", &|i| format!("not (name.familyName ew \"{i}\")")),
+            ),
+            scim(
+                ResourceKind::User,
+                &chain_of(max / 2, " or ", &|i| {
+                    format!("(title sw \"{i}\" and nickName ew \"{i}\")")
+                }),
+            ),
+            scim(
+                ResourceKind::User,
+                &chain(" or ", &|i| format!("emails[value ew \"{i}\"]")),
+            ),
+            scim(
+                ResourceKind::User,
+                &chain(" and ", &|i| format!("groups.display ew \"{i}\"")),
+            ),
+        ];
+        for f in &cases {
+            for backend in [DbBackend::Sqlite, DbBackend::Postgres] {
+                let (params, depth) = shape(backend, f);
+                assert!(params < 32_766, "{params} parameters");
+                assert!(depth < 64, "nested {depth} deep");
+            }
+        }
+        // Equalities on one attribute are one list, bound value by value.
+        let f = scim(
+            ResourceKind::User,
+            &chain(" or ", &|i| format!("userName eq \"u{i}\"")),
+        );
+        assert!(matches!(&f, ResolvedFilter::In(AttrTarget::Name, v) if v.len() == max));
+        assert_eq!(shape(DbBackend::Sqlite, &f).0, max);
+    }
+
+    #[test]
+    fn lists_derived_from_data_fall_back_to_json_arrays() {
+        let list = |n: usize| {
+            ResolvedFilter::In(
+                AttrTarget::Id,
+                (0..n)
+                    .map(|i| ResolvedValue::Text(format!("g{i}")))
+                    .collect(),
+            )
+        };
+        // 1,000 terms each expanded by the server into 1,500 group ids.
+        let f = ResolvedFilter::And((0..1000).map(|_| list(1500)).collect());
+        let (params, _) = shape(DbBackend::Sqlite, &f);
+        assert_eq!(params, 1000, "one JSON array per list");
+        // Small filters keep plain parameters.
+        assert_eq!(shape(DbBackend::Postgres, &list(40)).0, 40);
+        assert_eq!(shape(DbBackend::Sqlite, &list(2500)).0, 1);
     }
 }

@@ -2,6 +2,7 @@
 //! `SCIMHUB_TEST_DB=postgres`.
 
 mod filters;
+mod large_filters;
 mod retention;
 mod writes;
 
