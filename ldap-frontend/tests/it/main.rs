@@ -3,6 +3,7 @@
 //! database each: SQLite by default, PostgreSQL with `SCIMHUB_TEST_DB=postgres`.
 
 mod clients;
+mod limits;
 mod protocol;
 mod python;
 
