@@ -7,6 +7,7 @@ mod batch;
 mod cases;
 mod crash;
 mod fake_consumer;
+mod filter_limits;
 mod ops;
 mod outbound;
 mod outbound_client;
