@@ -617,6 +617,13 @@ impl Resolver<'_> {
             return Ok(None);
         }
         let sub = path.sub.clone().unwrap_or_else(|| "value".into());
+        if op == CompareOp::Ne {
+            // As for every attribute: no value equals (not "some value differs").
+            let inner = Filter::Compare(AttrPath::simple(&sub), CompareOp::Eq, lit.clone());
+            return self
+                .membership(path, &inner)
+                .map(|f| Some(ResolvedFilter::not(f)));
+        }
         let inner = Filter::Compare(AttrPath::simple(&sub), op, lit.clone());
         self.membership(path, &inner).map(Some)
     }
@@ -720,14 +727,20 @@ impl Resolver<'_> {
                         op.as_str()
                     )));
                 }
-                let v = match field {
-                    MemberField::Display => s.to_lowercase(),
-                    MemberField::Type => ResourceKind::parse(s)
-                        .map(|k| k.as_str().to_string())
-                        .unwrap_or_else(|| s.clone()),
-                    MemberField::Value => s.clone(),
-                };
-                Ok(Some(MemberCondition::Compare(field, *op, v)))
+                // members.value / .display / .type are caseExact false (RFC 7643 §4.2, §8.7.1):
+                // the SQL side compares folded columns; ids are lowercase UUIDs, so
+                // folding the value alone makes their comparison case-insensitive too.
+                let v = s.to_lowercase();
+                Ok(Some(if *op == CompareOp::Ne {
+                    // As for every attribute: a member without the field matches `ne`.
+                    MemberCondition::Not(Box::new(MemberCondition::Compare(
+                        field,
+                        CompareOp::Eq,
+                        v,
+                    )))
+                } else {
+                    MemberCondition::Compare(field, *op, v)
+                }))
             }
             Filter::ValuePath(..) => {
                 Err(err(format!("'{ctx}[...]': value filters cannot be nested")))
@@ -763,7 +776,10 @@ impl Resolver<'_> {
                         &Filter::Present(AttrPath::simple(p.sub.as_deref().unwrap_or("value"))),
                     );
                 }
-                ResolvedFilter::Present(target_for(self.reg, self.kind, p, false)?)
+                match target_for(self.reg, self.kind, p, false)? {
+                    AttrTarget::AnyUnder { .. } => self.complex_present(p)?,
+                    t => ResolvedFilter::Present(t),
+                }
             }
             Filter::Compare(p, op, lit) => self.leaf_compare(p, *op, lit)?,
             Filter::ValuePath(p, inner) => {
@@ -797,6 +813,35 @@ impl Resolver<'_> {
                 }
             }
         })
+    }
+
+    /// `complex pr`: some sub-attribute has a value (RFC 7644 §3.4.2.2: "a non-empty node").
+    fn complex_present(&self, p: &AttrPath) -> Result<ResolvedFilter, String> {
+        let loc = self
+            .reg
+            .locate(self.kind, p.urn.as_deref(), &p.attr)
+            .ok_or_else(|| {
+                err(format!(
+                    "'{p}' is not an attribute of {}",
+                    self.kind.as_str()
+                ))
+            })?;
+        let schema_urn = (!loc.is_core).then_some(loc.schema.id.as_str());
+        Ok(ResolvedFilter::any(
+            loc.attr
+                .sub_attributes
+                .iter()
+                .filter(|s| {
+                    s.returned != crate::model::Returned::Never && s.kind != AttrType::Binary
+                })
+                .map(|s| {
+                    ResolvedFilter::Present(AttrTarget::Indexed {
+                        key: index_key(schema_urn, &loc.attr.name, Some(&s.name)),
+                        kind: s.kind,
+                        fold: s.folds_case(),
+                    })
+                }),
+        ))
     }
 
     /// The inside of `attr[...]`: paths are sub-attributes of `attr`.

@@ -102,6 +102,12 @@ impl Compiler {
 
     /// `col <op> value` for text values (already folded where the attribute folds).
     fn text_compare(&self, out: &mut Sql, col: &str, op: CompareOp, v: &str) {
+        if op.is_substring() && v.is_empty() {
+            // Every string contains, starts and ends with "" (SQLite's substr(x, -0) is
+            // the whole string, not "").
+            out.push("1 = 1");
+            return;
+        }
         match op {
             CompareOp::Eq | CompareOp::Ne => {
                 out.push(col)
@@ -256,9 +262,6 @@ impl Compiler {
         match target {
             AttrTarget::Indexed { key, kind, .. } => {
                 out.push(&format!("{x}.akey = ")).bind(key.clone());
-                if tests.iter().any(|t| matches!(t, LeafTest::Present)) {
-                    return;
-                }
                 let numeric = matches!(kind, AttrType::Integer | AttrType::Decimal);
                 let typed = |v: &ResolvedValue| match (numeric, v) {
                     (true, ResolvedValue::Text(t)) => {
@@ -276,8 +279,9 @@ impl Compiler {
                         let vs: Vec<ResolvedValue> = vs.iter().map(typed).collect();
                         c.value_in(o, &text_col, &num_col, &vs);
                     }
+                    // An empty string is no value (RFC 7644 §3.4.2.2, "pr").
                     LeafTest::Present => {
-                        o.push("1 = 1");
+                        o.push(&format!("{x}.value_text <> ''"));
                     }
                 });
             }
@@ -402,7 +406,7 @@ impl Compiler {
             }
             ResolvedFilter::Present(t) => match Self::column(t, r) {
                 Some(col) => {
-                    out.push(&format!("{col} IS NOT NULL"));
+                    out.push(&format!("({col} IS NOT NULL AND {col} <> '')"));
                 }
                 None => self.index_lookup(out, Within::Resource(r), t, &[LeafTest::Present]),
             },
@@ -444,7 +448,7 @@ impl Compiler {
                     ));
                     self.member_node(groups, &g, &m, out);
                     out.push(")");
-                } else {
+                } else if *nesting == Nesting::Any {
                     let d = self.fresh("d");
                     let m = self.fresh("m");
                     out.push(&format!(
@@ -455,9 +459,24 @@ impl Compiler {
                         " UNION SELECT {m}.member_rid, {d}.depth + 1 FROM {d} JOIN memberships {m} ON {m}.group_rid = {d}.rid WHERE {d}.depth < "
                     ))
                     .bind(self.max_group_depth)
-                    .push(&format!(") SELECT {d}.rid FROM {d} WHERE {d}.depth "))
-                    .push(if *nesting == Nesting::Indirect { ">= 2" } else { ">= 1" })
-                    .push(")");
+                    .push(&format!(") SELECT {d}.rid FROM {d} WHERE {d}.depth >= 1)"));
+                } else {
+                    // Through nesting and not directly: a user's `groups` lists a group once,
+                    // as "direct" when it is a direct member, whatever the other paths.
+                    let d = self.fresh("d");
+                    let m = self.fresh("m");
+                    let x = self.fresh("m");
+                    out.push(&format!(
+                        "{r}.rid IN (WITH RECURSIVE {d}(top, rid, depth) AS (SELECT {g}.rid, {g}.rid, CAST(0 AS BIGINT) FROM resources {g} WHERE {g}.resource_type = 'Group' AND "
+                    ));
+                    self.member_node(groups, &g, &m, out);
+                    out.push(&format!(
+                        " UNION SELECT {d}.top, {m}.member_rid, {d}.depth + 1 FROM {d} JOIN memberships {m} ON {m}.group_rid = {d}.rid WHERE {d}.depth < "
+                    ))
+                    .bind(self.max_group_depth)
+                    .push(&format!(
+                        ") SELECT {d}.rid FROM {d} WHERE {d}.depth >= 2 AND NOT EXISTS (SELECT 1 FROM memberships {x} WHERE {x}.group_rid = {d}.top AND {x}.member_rid = {d}.rid))"
+                    ));
                 }
             }
             ResolvedFilter::HasMember { members } => {
@@ -539,27 +558,35 @@ impl Compiler {
                 out.push(&format!("{col} IS NOT NULL"));
             }
             MemberCondition::Compare(field, op, v) => {
-                let col = Self::member_column(*field, o);
-                out.push("(");
+                let col = self.member_column(*field, o);
+                // Never NULL (a member without a display), so that NOT (...) holds for it.
+                out.push(&format!("({col} IS NOT NULL AND "));
                 self.text_compare(out, &col, *op, v);
                 out.push(")");
             }
             MemberCondition::In(field, vs) => {
-                let col = Self::member_column(*field, o);
-                out.push("(");
+                let col = self.member_column(*field, o);
+                out.push(&format!("({col} IS NOT NULL AND "));
                 self.text_in(out, &col, vs.clone());
                 out.push(")");
             }
         }
     }
 
-    /// The column a member field compares: a group's folded displayName is its name_norm;
-    /// a user's display is folded on the fly.
-    fn member_column(field: MemberField, o: &str) -> String {
+    /// The folded value of a member field, as the resolver folds literals: ids are lowercase;
+    /// a group's folded displayName is its name column and a user's is in the index (SQL's
+    /// lower() folds ASCII only); types are ASCII.
+    fn member_column(&mut self, field: MemberField, o: &str) -> String {
         match field {
             MemberField::Value => format!("{o}.id"),
-            MemberField::Display => format!("lower(COALESCE({o}.display, ''))"),
-            MemberField::Type => format!("{o}.resource_type"),
+            MemberField::Display => {
+                let d = self.fresh("dn");
+                // An empty displayName is no display (as members render).
+                format!(
+                    "NULLIF(CASE WHEN {o}.resource_type = 'Group' THEN {o}.name_norm ELSE (SELECT MIN({d}.value_text) FROM attr_index {d} WHERE {d}.resource_rid = {o}.rid AND {d}.akey = 'displayname') END, '')"
+                )
+            }
+            MemberField::Type => format!("lower({o}.resource_type)"),
         }
     }
 }

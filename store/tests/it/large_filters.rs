@@ -162,3 +162,29 @@ async fn long_derived_lists_are_bound_as_json() {
     assert!(matches!(&mixed, ResolvedFilter::In(AttrTarget::Name, v) if v.len() == 2));
     assert_eq!(run(&s, ResourceKind::User, mixed).await, ["bob"]);
 }
+
+#[tokio::test]
+async fn consumer_scope_filters_are_held_to_the_configured_limits() {
+    let s = store().await;
+    let spec = |scope: String| -> store::engine::ConsumerSpec {
+        serde_json::from_value(json!({"scope": scope})).unwrap()
+    };
+    let endpoint = json!({"url": "http://127.0.0.1:9/scim/v2", "auth": {"type": "none"}});
+    let over = chain(1001, " or ", |i| format!("userName eq \"u{i}\""));
+    let e = s
+        .create_consumer("big", spec(over), endpoint.clone(), &actor())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("scope") && e.contains("1000 terms"), "{e}");
+    let deep = format!("{}userName pr{}", "(".repeat(33), ")".repeat(33));
+    assert!(
+        s.create_consumer("deep", spec(deep), endpoint.clone(), &actor())
+            .await
+            .is_err()
+    );
+    let ok = chain(1000, " or ", |i| format!("userName eq \"u{i}\""));
+    s.create_consumer("ok", spec(ok), endpoint, &actor())
+        .await
+        .unwrap();
+}

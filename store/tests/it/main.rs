@@ -1,6 +1,7 @@
 //! Store integration tests on a real database: SQLite by default, PostgreSQL with
 //! `SCIMHUB_TEST_DB=postgres`.
 
+mod agreement;
 mod filters;
 mod large_filters;
 mod retention;
