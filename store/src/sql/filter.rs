@@ -76,9 +76,9 @@ impl Compiler {
         self.bounded(out, |c, sql| c.node(f, r, sql));
     }
 
-    /// Appends `c` as a condition on the resource `o` at the other end of membership row `m`.
-    pub fn member_condition(&mut self, c: &MemberCondition, o: &str, m: &str, out: &mut Sql) {
-        self.bounded(out, |comp, sql| comp.member_node(c, o, m, sql));
+    /// Appends `c` as a condition on the resource `o` at the other end of a membership.
+    pub fn member_condition(&mut self, c: &MemberCondition, o: &str, out: &mut Sql) {
+        self.bounded(out, |comp, sql| comp.member_node(c, o, sql));
     }
 
     /// Writes a condition with `write`; when it binds more than the budget, writes it again
@@ -446,7 +446,7 @@ impl Compiler {
                     out.push(&format!(
                         "{r}.rid IN (SELECT {m}.member_rid FROM memberships {m} JOIN resources {g} ON {g}.rid = {m}.group_rid WHERE "
                     ));
-                    self.member_node(groups, &g, &m, out);
+                    self.member_node(groups, &g, out);
                     out.push(")");
                 } else if *nesting == Nesting::Any {
                     let d = self.fresh("d");
@@ -454,7 +454,7 @@ impl Compiler {
                     out.push(&format!(
                         "{r}.rid IN (WITH RECURSIVE {d}(rid, depth) AS (SELECT {g}.rid, CAST(0 AS BIGINT) FROM resources {g} WHERE {g}.resource_type = 'Group' AND "
                     ));
-                    self.member_node(groups, &g, &m, out);
+                    self.member_node(groups, &g, out);
                     out.push(&format!(
                         " UNION SELECT {m}.member_rid, {d}.depth + 1 FROM {d} JOIN memberships {m} ON {m}.group_rid = {d}.rid WHERE {d}.depth < "
                     ))
@@ -469,7 +469,7 @@ impl Compiler {
                     out.push(&format!(
                         "{r}.rid IN (WITH RECURSIVE {d}(top, rid, depth) AS (SELECT {g}.rid, {g}.rid, CAST(0 AS BIGINT) FROM resources {g} WHERE {g}.resource_type = 'Group' AND "
                     ));
-                    self.member_node(groups, &g, &m, out);
+                    self.member_node(groups, &g, out);
                     out.push(&format!(
                         " UNION SELECT {d}.top, {m}.member_rid, {d}.depth + 1 FROM {d} JOIN memberships {m} ON {m}.group_rid = {d}.rid WHERE {d}.depth < "
                     ))
@@ -485,7 +485,7 @@ impl Compiler {
                 out.push(&format!(
                     "{r}.rid IN (SELECT {m}.group_rid FROM memberships {m} JOIN resources {u} ON {u}.rid = {m}.member_rid WHERE "
                 ));
-                self.member_node(members, &u, &m, out);
+                self.member_node(members, &u, out);
                 out.push(")");
             }
         }
@@ -531,22 +531,22 @@ impl Compiler {
         }
     }
 
-    /// A condition on the resource `o` at the other end of membership row `m`.
-    fn member_node(&mut self, c: &MemberCondition, o: &str, m: &str, out: &mut Sql) {
+    /// A condition on the resource `o` at the other end of a membership.
+    fn member_node(&mut self, c: &MemberCondition, o: &str, out: &mut Sql) {
         match c {
             MemberCondition::And(items) => {
                 self.balanced(items, " AND ", "1 = 1", out, &mut |c, x, s| {
-                    c.member_node(x, o, m, s)
+                    c.member_node(x, o, s)
                 });
             }
             MemberCondition::Or(items) => {
                 self.balanced(items, " OR ", "1 = 0", out, &mut |c, x, s| {
-                    c.member_node(x, o, m, s)
+                    c.member_node(x, o, s)
                 });
             }
             MemberCondition::Not(a) => {
                 out.push("NOT (");
-                self.member_node(a, o, m, out);
+                self.member_node(a, o, out);
                 out.push(")");
             }
             MemberCondition::Present(field) => {

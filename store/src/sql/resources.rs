@@ -419,7 +419,7 @@ impl Store {
                     );
                     sel.bind(group_rid).push(" AND ");
                     super::filter::Compiler::new(self.backend, self.opts.max_group_depth as i64)
-                        .member_condition(&cond, "u", "m", &mut sel);
+                        .member_condition(&cond, "u", &mut sel);
                     let rows = txn.query_all_raw(sel.build(self.backend)).await?;
                     let mut rids = Vec::new();
                     let mut gone = Vec::new();
