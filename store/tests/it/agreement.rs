@@ -5,9 +5,11 @@
 //! in several cases, numbers, booleans, dateTimes, multi-valued complex attributes,
 //! memberships (direct and nested) and missing attributes.
 //!
-//! Cases: `PROPTEST_CASES` (default 256) filters per resource type, from a fixed seed so
-//! that a run is repeatable; `SCIMHUB_AGREEMENT_SEED` picks another seed. Disagreements
-//! found are kept as regression cases at the end of this file.
+//! Cases: `PROPTEST_CASES` (default 256) filters per resource type on each of two
+//! generated data sets, 1,024 in all (about 1 s on SQLite, 4 s on PostgreSQL here), from a
+//! fixed seed so that a run is repeatable; `SCIMHUB_AGREEMENT_SEED` picks another seed.
+//! Failures shrink to a minimal filter. The disagreements found are kept as regression
+//! cases at the end of this file.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -508,15 +510,7 @@ async fn by_sql(
 ) -> Option<Result<BTreeSet<String>, String>> {
     let text = f.to_string();
     let parsed = Filter::parse(&text).ok()?;
-    let rf = match resolve(s.registry(), kind, &parsed) {
-        Ok(r) => r,
-        Err(e) => {
-            if std::env::var("AGREE_DEBUG").is_ok() {
-                eprintln!("REFUSED {e}");
-            }
-            return None;
-        }
-    };
+    let rf = resolve(s.registry(), kind, &parsed).ok()?;
     let page = s
         .query(
             kind,
