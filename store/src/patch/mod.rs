@@ -126,6 +126,15 @@ fn invalid_path(msg: String) -> StoreError {
     StoreError::InvalidPath(msg)
 }
 
+/// A path in an error message: quoted, and cut when long; formatted only if shown.
+struct Quoted<'a>(&'a str);
+
+impl std::fmt::Display for Quoted<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", shown(self.0))
+    }
+}
+
 fn resolve_target<'r>(
     reg: &'r SchemaRegistry,
     kind: ResourceKind,
@@ -134,7 +143,7 @@ fn resolve_target<'r>(
 ) -> Result<Target<'r>, StoreError> {
     let raw = raw.trim();
     // Paths may be long (a value filter of many terms): messages show their start.
-    let quoted = format!("{:?}", shown(raw));
+    let quoted = Quoted(raw);
     let bracket = raw.find('[').unwrap_or(raw.len());
     let (urn, rest) = if raw[..bracket].to_ascii_lowercase().starts_with("urn:") {
         match reg.split_urn(kind, &raw[..bracket]) {
