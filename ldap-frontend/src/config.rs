@@ -49,6 +49,9 @@ pub struct LdapConfig {
     pub max_time_limit_seconds: u64,
     /// Largest page a Simple Paged Results request gets.
     pub max_page_size: u64,
+    /// Most assertions in one search filter (a substring assertion counts one per
+    /// component); larger filters get adminLimitExceeded.
+    pub max_filter_terms: usize,
     /// PEM certificate chain and private key for StartTLS and LDAPS.
     pub tls_cert_file: String,
     pub tls_key_file: String,
@@ -84,6 +87,7 @@ impl Default for LdapConfig {
             max_size_limit: 1000,
             max_time_limit_seconds: 60,
             max_page_size: 1000,
+            max_filter_terms: store::filter::MAX_FILTER_TERMS,
             tls_cert_file: String::new(),
             tls_key_file: String::new(),
             bind_max_failures: 5,
@@ -119,6 +123,13 @@ impl LdapConfig {
         }
         if self.max_page_size == 0 {
             return bad("ldap.max_page_size must be at least 1".into());
+        }
+        let ceiling = store::filter::FilterLimits::CEILING.max_terms;
+        if self.max_filter_terms == 0 || self.max_filter_terms > ceiling {
+            return bad(format!(
+                "ldap.max_filter_terms is {}; it must be between 1 and {ceiling}",
+                self.max_filter_terms
+            ));
         }
         if self.bind_max_failures == 0 {
             return bad("ldap.bind_max_failures must be at least 1".into());

@@ -23,7 +23,7 @@ use crate::dit::{
     resource_entry, root_dse, service_entry, subschema_entry,
 };
 use crate::error::LdapError;
-use crate::filter::{DnRef, DnRefs, Translator, dn_refs, matches_entry};
+use crate::filter::{DnRef, DnRefs, Translator, dn_refs, filter_terms, matches_entry};
 use crate::session::{Position, Principal, Session};
 use crate::throttle::Throttle;
 
@@ -566,18 +566,18 @@ impl Directory {
     /// `name eq X` (with the resource type, which leads the name index), plus the
     /// inactive-user rule.
     fn name_filter(&self, kind: ResourceKind, name: &str) -> ResolvedFilter {
-        let f = ResolvedFilter::And(
-            Box::new(ResolvedFilter::Compare(
+        let f = ResolvedFilter::And(vec![
+            ResolvedFilter::Compare(
                 AttrTarget::ResourceType,
                 CompareOp::Eq,
                 ResolvedValue::Text(kind.as_str().to_string()),
-            )),
-            Box::new(ResolvedFilter::Compare(
+            ),
+            ResolvedFilter::Compare(
                 AttrTarget::Name,
                 CompareOp::Eq,
                 ResolvedValue::Text(store::model::name_key(name)),
-            )),
-        );
+            ),
+        ]);
         self.with_visibility(kind, f)
     }
 
@@ -603,7 +603,7 @@ impl Directory {
         match (self.visibility(kind), f) {
             (None, f) | (_, f @ ResolvedFilter::Const(false)) => f,
             (Some(v), ResolvedFilter::Const(true)) => v,
-            (Some(v), f) => ResolvedFilter::And(Box::new(f), Box::new(v)),
+            (Some(v), f) => ResolvedFilter::all([f, v]),
         }
     }
 
@@ -769,10 +769,7 @@ impl Directory {
                         rf = match rf {
                             ResolvedFilter::Const(false) => rf,
                             ResolvedFilter::Const(true) => self.name_filter(*kind, n),
-                            other => ResolvedFilter::And(
-                                Box::new(self.name_filter(*kind, n)),
-                                Box::new(other),
-                            ),
+                            other => ResolvedFilter::all([self.name_filter(*kind, n), other]),
                         };
                     } else {
                         rf = self.with_visibility(*kind, rf);
@@ -909,6 +906,17 @@ impl Directory {
         req: &LdapSearchRequest,
         paged: Option<(i64, Vec<u8>)>,
     ) -> Result<Vec<LdapMsg>, LdapError> {
+        // Before anything walks the filter (the decoder has already bounded its nesting).
+        let terms = filter_terms(&req.filter);
+        if terms > self.cfg.max_filter_terms {
+            return Err(LdapError::new(
+                LdapResultCode::AdminLimitExceeded,
+                format!(
+                    "the filter has {terms} terms; this server accepts at most {} (ldap.max_filter_terms): split the search",
+                    self.cfg.max_filter_terms
+                ),
+            ));
+        }
         let target = self.dit.locate(&req.base)?;
         let phases = self.plan(&target, &req.scope).await?;
         let refs = self.resolve_refs(&req.filter).await?;
@@ -1097,14 +1105,14 @@ impl Directory {
 
 /// `name eq V` (as the filter translation writes it, with the resource type): V.
 fn name_equality(f: &ResolvedFilter) -> Option<String> {
-    let ResolvedFilter::And(a, b) = f else {
+    let ResolvedFilter::And(parts) = f else {
         return None;
     };
-    match (a.as_ref(), b.as_ref()) {
-        (
+    match parts.as_slice() {
+        [
             ResolvedFilter::Compare(AttrTarget::ResourceType, CompareOp::Eq, _),
             ResolvedFilter::Compare(AttrTarget::Name, CompareOp::Eq, ResolvedValue::Text(v)),
-        ) => Some(v.clone()),
+        ] => Some(v.clone()),
         _ => None,
     }
 }

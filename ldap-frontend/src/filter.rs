@@ -93,32 +93,26 @@ pub fn dn_refs(f: &LdapFilter, mapping: &Mapping, out: &mut Vec<DnRef>) {
     }
 }
 
-fn and(a: ResolvedFilter, b: ResolvedFilter) -> ResolvedFilter {
-    match (a, b) {
-        (ResolvedFilter::Const(false), _) | (_, ResolvedFilter::Const(false)) => {
-            ResolvedFilter::Const(false)
+/// The terms of an LDAP filter: its assertions, a substring assertion counting one per
+/// component (each becomes a comparison). Counted without recursion, so that it can run
+/// before anything else walks the filter.
+pub fn filter_terms(f: &LdapFilter) -> usize {
+    let mut terms = 0;
+    let mut stack = vec![f];
+    while let Some(f) = stack.pop() {
+        match f {
+            LdapFilter::And(v) | LdapFilter::Or(v) => stack.extend(v),
+            LdapFilter::Not(x) => stack.push(x),
+            LdapFilter::Substring(_, s) => {
+                let parts = usize::from(s.initial.is_some())
+                    + s.any.len()
+                    + usize::from(s.final_.is_some());
+                terms += parts.max(1);
+            }
+            _ => terms += 1,
         }
-        (ResolvedFilter::Const(true), x) | (x, ResolvedFilter::Const(true)) => x,
-        (a, b) => ResolvedFilter::And(Box::new(a), Box::new(b)),
     }
-}
-
-fn or(a: ResolvedFilter, b: ResolvedFilter) -> ResolvedFilter {
-    match (a, b) {
-        (ResolvedFilter::Const(true), _) | (_, ResolvedFilter::Const(true)) => {
-            ResolvedFilter::Const(true)
-        }
-        (ResolvedFilter::Const(false), x) | (x, ResolvedFilter::Const(false)) => x,
-        (a, b) => ResolvedFilter::Or(Box::new(a), Box::new(b)),
-    }
-}
-
-fn not(a: ResolvedFilter) -> ResolvedFilter {
-    match a {
-        ResolvedFilter::Const(b) => ResolvedFilter::Const(!b),
-        ResolvedFilter::Not(x) => *x,
-        x => ResolvedFilter::Not(Box::new(x)),
-    }
+    terms
 }
 
 /// A filter item: a condition, or Undefined.
@@ -150,23 +144,19 @@ impl Translator<'_> {
     fn anchor_names(&self, f: ResolvedFilter) -> ResolvedFilter {
         use ResolvedFilter as R;
         match f {
-            R::And(a, b) => R::And(
-                Box::new(self.anchor_names(*a)),
-                Box::new(self.anchor_names(*b)),
-            ),
-            R::Or(a, b) => R::Or(
-                Box::new(self.anchor_names(*a)),
-                Box::new(self.anchor_names(*b)),
-            ),
+            R::And(v) => R::And(v.into_iter().map(|x| self.anchor_names(x)).collect()),
+            R::Or(v) => R::Or(v.into_iter().map(|x| self.anchor_names(x)).collect()),
             R::Not(a) => R::Not(Box::new(self.anchor_names(*a))),
-            leaf @ (R::Compare(AttrTarget::Name, ..) | R::Present(AttrTarget::Name)) => R::And(
-                Box::new(R::Compare(
+            leaf @ (R::Compare(AttrTarget::Name, ..)
+            | R::In(AttrTarget::Name, _)
+            | R::Present(AttrTarget::Name)) => R::And(vec![
+                R::Compare(
                     AttrTarget::ResourceType,
                     CompareOp::Eq,
                     ResolvedValue::Text(self.kind.as_str().to_string()),
-                )),
-                Box::new(leaf),
-            ),
+                ),
+                leaf,
+            ]),
             other => other,
         }
     }
@@ -176,18 +166,17 @@ impl Translator<'_> {
             LdapFilter::And(items) | LdapFilter::Or(items) => {
                 let is_and = matches!(f, LdapFilter::And(_));
                 // TRUE of an AND is the AND of TRUEs; FALSE of an AND is the OR of FALSEs.
-                let conj = is_and == want_true;
-                let mut acc = ResolvedFilter::Const(conj);
-                for x in items {
-                    let t = self.tr(x, want_true);
-                    acc = if conj { and(acc, t) } else { or(acc, t) };
+                let parts = items.iter().map(|x| self.tr(x, want_true));
+                if is_and == want_true {
+                    ResolvedFilter::all(parts)
+                } else {
+                    ResolvedFilter::any(parts)
                 }
-                acc
             }
             LdapFilter::Not(x) => self.tr(x, !want_true),
             leaf => match self.item(leaf) {
                 Cond(c) if want_true => c,
-                Cond(c) => not(c),
+                Cond(c) => ResolvedFilter::not(c),
                 Undefined => ResolvedFilter::Const(false),
             },
         }
@@ -242,14 +231,14 @@ impl Translator<'_> {
         if let Some(f) = &s.final_ {
             parts.push((CompareOp::Ew, f));
         }
-        let mut acc = ResolvedFilter::Const(true);
+        let mut conds = Vec::new();
         for (op, v) in parts.into_iter().filter(|(_, v)| !v.is_empty()) {
             match self.compare(path.clone(), kind, op, v) {
-                Cond(c) => acc = and(acc, c),
+                Cond(c) => conds.push(c),
                 Undefined => return Undefined,
             }
         }
-        Cond(acc)
+        Cond(ResolvedFilter::all(conds))
     }
 
     /// An assertion on a SCIM-backed value: equality, ordering, substrings or presence.
@@ -317,18 +306,18 @@ impl Translator<'_> {
                     return Cond(ResolvedFilter::Const(true));
                 }
                 let on = |p: AttrPath| self.on_path(p, AttrType::String, f);
-                let mut acc = ResolvedFilter::Const(false);
+                let mut conds = Vec::new();
                 for p in [
                     AttrPath::simple("displayName"),
                     AttrPath::with_sub("name", "formatted"),
                     AttrPath::simple("userName"),
                 ] {
                     match on(p) {
-                        Cond(c) => acc = or(acc, c),
+                        Cond(c) => conds.push(c),
                         Undefined => return Undefined,
                     }
                 }
-                Cond(acc)
+                Cond(ResolvedFilter::any(conds))
             }
             Source::Scim(None) | Source::ScimDn(None) => Cond(ResolvedFilter::Const(false)),
             Source::Scim(Some(p)) => self.on_path(p.filter_path(), p.kind, f),
@@ -440,17 +429,17 @@ impl Translator<'_> {
                 Filter::and(Filter::Compare(value, CompareOp::Eq, lit(v)), type_cond)
             }
             LdapFilter::Substring(_, s) => {
-                let mut acc = type_cond;
+                let mut parts = vec![type_cond];
                 if let Some(i) = s.initial.as_deref().filter(|x| !x.is_empty()) {
-                    acc = Filter::and(acc, Filter::Compare(value.clone(), CompareOp::Sw, lit(i)));
+                    parts.push(Filter::Compare(value.clone(), CompareOp::Sw, lit(i)));
                 }
                 for a in s.any.iter().filter(|x| !x.is_empty()) {
-                    acc = Filter::and(acc, Filter::Compare(value.clone(), CompareOp::Co, lit(a)));
+                    parts.push(Filter::Compare(value.clone(), CompareOp::Co, lit(a)));
                 }
                 if let Some(x) = s.final_.as_deref().filter(|x| !x.is_empty()) {
-                    acc = Filter::and(acc, Filter::Compare(value.clone(), CompareOp::Ew, lit(x)));
+                    parts.push(Filter::Compare(value.clone(), CompareOp::Ew, lit(x)));
                 }
-                acc
+                Filter::all(parts)
             }
             _ => return Undefined,
         };
@@ -482,18 +471,13 @@ impl Translator<'_> {
                             .map(|d| d.norm())
                             .unwrap_or_default();
                         let groups = self.refs.containing.get(&key).cloned().unwrap_or_default();
-                        let mut acc = ResolvedFilter::Const(false);
-                        for g in groups {
-                            acc = or(
-                                acc,
-                                ResolvedFilter::Compare(
-                                    AttrTarget::Id,
-                                    CompareOp::Eq,
-                                    ResolvedValue::Text(g),
-                                ),
-                            );
-                        }
-                        Cond(acc)
+                        Cond(ResolvedFilter::any(groups.into_iter().map(|g| {
+                            ResolvedFilter::Compare(
+                                AttrTarget::Id,
+                                CompareOp::Eq,
+                                ResolvedValue::Text(g),
+                            )
+                        })))
                     }
                     _ => Undefined,
                 }
@@ -612,18 +596,18 @@ mod tests {
     fn uid_is_the_user_name_column() {
         assert_eq!(
             tr(ResourceKind::User, "(UID=BJensen)"),
-            ResolvedFilter::And(
-                Box::new(ResolvedFilter::Compare(
+            ResolvedFilter::And(vec![
+                ResolvedFilter::Compare(
                     AttrTarget::ResourceType,
                     CompareOp::Eq,
                     ResolvedValue::Text("User".into())
-                )),
-                Box::new(ResolvedFilter::Compare(
+                ),
+                ResolvedFilter::Compare(
                     AttrTarget::Name,
                     CompareOp::Eq,
                     ResolvedValue::Text("bjensen".into())
-                ))
-            )
+                )
+            ])
         );
         // Groups have no uid: Undefined, and so is its negation.
         assert_eq!(
@@ -681,6 +665,43 @@ mod tests {
             tr(ResourceKind::User, "(createTimestamp>=garbage)"),
             ResolvedFilter::Const(false)
         );
+    }
+
+    #[test]
+    fn a_flat_or_of_equalities_is_one_in_list() {
+        let items: String = (0..1000).map(|i| format!("(uid=u{i})")).collect();
+        let f = tr(ResourceKind::User, &format!("(|{items})"));
+        let ResolvedFilter::And(parts) = f else {
+            panic!("{f:?}")
+        };
+        assert!(matches!(
+            parts.as_slice(),
+            [
+                ResolvedFilter::Compare(AttrTarget::ResourceType, ..),
+                ResolvedFilter::In(AttrTarget::Name, v)
+            ] if v.len() == 1000
+        ));
+        // Negated, it is an AND of negations, that is the negation of the same list.
+        let f = tr(ResourceKind::User, &format!("(!(|{items}))"));
+        let ResolvedFilter::Not(inner) = f else {
+            panic!("{f:?}")
+        };
+        assert!(matches!(
+            inner.as_ref(),
+            ResolvedFilter::And(parts) if matches!(
+                parts.as_slice(),
+                [_, ResolvedFilter::In(AttrTarget::Name, v)] if v.len() == 1000
+            )
+        ));
+    }
+
+    #[test]
+    fn terms_count_assertions_and_substring_components() {
+        let t = |s: &str| filter_terms(&parse_ldap_filter_str(s).unwrap());
+        assert_eq!(t("(uid=a)"), 1);
+        assert_eq!(t("(&(uid=a)(!(|(cn=b)(mail=*))))"), 3);
+        assert_eq!(t("(cn=a*b*c*d)"), 4);
+        assert_eq!(t("(cn=*x*)"), 1);
     }
 
     #[test]

@@ -169,12 +169,24 @@ pub struct ScimConfig {
     pub max_start_index: u64,
     pub max_filter_length: usize,
     pub max_filter_depth: usize,
+    pub max_filter_terms: usize,
     pub bulk_max_operations: usize,
     pub bulk_max_payload_bytes: usize,
     pub max_group_depth: usize,
     pub unknown_members: String,
     pub builtin_extensions: Vec<String>,
     pub extension_schemas: Vec<String>,
+}
+
+impl ScimConfig {
+    /// The limits every SCIM filter and PATCH path filter is held to.
+    pub fn filter_limits(&self) -> store::filter::FilterLimits {
+        store::filter::FilterLimits {
+            max_length: self.max_filter_length,
+            max_depth: self.max_filter_depth,
+            max_terms: self.max_filter_terms,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -316,6 +328,10 @@ impl Config {
         {
             return bad("scim.default_page_size must be between 1 and scim.max_page_size".into());
         }
+        self.scim
+            .filter_limits()
+            .check("scim.max_filter")
+            .map_err(ServerError::Config)?;
         if self.scim.max_group_depth == 0 {
             return bad("scim.max_group_depth must be at least 1".into());
         }

@@ -70,9 +70,11 @@ impl ServerError {
                 StoreError::InvalidSyntax(m) => {
                     (StatusCode::BAD_REQUEST, Some("invalidSyntax"), m.clone())
                 }
-                StoreError::InvalidFilter(m) => {
-                    (StatusCode::BAD_REQUEST, Some("invalidFilter"), m.clone())
-                }
+                StoreError::InvalidFilter(m) => (
+                    StatusCode::BAD_REQUEST,
+                    Some("invalidFilter"),
+                    scim_limit_names(m),
+                ),
                 StoreError::InvalidPath(m) => {
                     (StatusCode::BAD_REQUEST, Some("invalidPath"), m.clone())
                 }
@@ -188,4 +190,10 @@ fn quotable(s: &str) -> String {
             _ => '?',
         })
         .collect()
+}
+
+/// The store names filter limits by their keys within a section (`max_filter_terms`); on
+/// the SCIM face they are the `scim.` keys.
+pub(crate) fn scim_limit_names(message: &str) -> String {
+    message.replace("the limit max_filter_", "the limit scim.max_filter_")
 }

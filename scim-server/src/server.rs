@@ -65,6 +65,7 @@ pub async fn open_store(cfg: &Config) -> Result<Store, ServerError> {
         sqlite_sync_full: cfg.database.sqlite_sync_full,
         ignore_unknown_members: cfg.scim.unknown_members == "ignore",
         audit_keys: cfg.audit.chain_keys()?,
+        filter_limits: cfg.scim.filter_limits(),
     };
     Ok(Store::connect(&cfg.database.url, registry(cfg)?, opts).await?)
 }

@@ -4,6 +4,7 @@
 
 mod clients;
 mod hardening;
+mod limits;
 mod protocol;
 mod python;
 

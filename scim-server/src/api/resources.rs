@@ -49,16 +49,10 @@ fn if_match(req: &HttpRequest) -> Option<String> {
         .map(str::to_string)
 }
 
+/// Parses a filter of a request, held to `scim.max_filter_length`, `_depth` and `_terms`.
 pub(crate) fn parse_filter(state: &AppState, text: &str) -> Result<Filter, ServerError> {
-    let max = state.config.scim.max_filter_length;
-    if text.chars().count() > max {
-        return Err(ServerError::bad(
-            "invalidFilter",
-            format!("the filter is longer than {max} characters (scim.max_filter_length)"),
-        ));
-    }
-    Filter::parse_with_depth(text, state.config.scim.max_filter_depth)
-        .map_err(|e| ServerError::bad("invalidFilter", e))
+    Filter::parse_limited(text, &state.config.scim.filter_limits())
+        .map_err(|e| ServerError::bad("invalidFilter", crate::error::scim_limit_names(&e)))
 }
 
 /// Builds a store query from search parameters.

@@ -287,6 +287,7 @@ mod tests {
             &empty,
             None,
             &resolve_ops(ops, &empty),
+            &store::filter::FilterLimits::default(),
         )
         .unwrap();
         let pacs = store::model::PACS_CARDHOLDER_SCHEMA;
@@ -316,6 +317,7 @@ mod tests {
             &p.doc,
             None,
             &resolve_ops(ops, &p.doc),
+            &store::filter::FilterLimits::default(),
         )
         .unwrap();
         assert_eq!(again.doc, p.doc);

@@ -182,7 +182,14 @@ fn plan(
             Ok((n, changed))
         }
         Change::Ops(ops) => {
-            let p = apply_patch(reg, ResourceKind::User, doc, ext, &resolve_ops(ops, doc))?;
+            let p = apply_patch(
+                reg,
+                ResourceKind::User,
+                doc,
+                ext,
+                &resolve_ops(ops, doc),
+                &store.options().filter_limits,
+            )?;
             let password = match p.password {
                 PasswordChange::Set(s) => Some(s),
                 _ => None,

@@ -8,7 +8,7 @@
 //! from an existing user) or `keep` (an empty cell leaves it as it is).
 
 use serde_json::{Map, Value};
-use store::filter::{Filter, PatchPath};
+use store::filter::{Filter, FilterLimits, PatchPath};
 use store::model::{AttrType, AttributeDef, Mutability, ResourceKind, StoredResource};
 use store::patch::{PatchOpKind, PatchOperation, apply_patch};
 use store::{SchemaRegistry, StoreError};
@@ -205,7 +205,10 @@ impl Target {
                 _ => {}
             }
         }
-        let pp = PatchPath::parse(rest).map_err(|e| format!("{raw:?}: {e}"))?;
+        // The largest limits any configuration allows: a mapping is checked once here, and
+        // each row's PATCH is held to the configured limits when the import applies it.
+        let limits = FilterLimits::CEILING;
+        let pp = PatchPath::parse(rest, &limits).map_err(|e| format!("{raw:?}: {e}"))?;
         let loc = reg
             .locate(kind, urn.as_deref(), &pp.attr.attr)
             .ok_or_else(|| format!("{raw:?}: {:?} is not a User attribute", pp.attr.attr))?;
@@ -239,7 +242,8 @@ impl Target {
             path: Some(raw.to_string()),
             value: None,
         };
-        if let Err(e @ StoreError::InvalidPath(_)) = apply_patch(reg, kind, &probe, None, &[remove])
+        if let Err(e @ (StoreError::InvalidPath(_) | StoreError::InvalidFilter(_))) =
+            apply_patch(reg, kind, &probe, None, &[remove], &limits)
         {
             return Err(format!("{raw:?}: {e}"));
         }

@@ -8,6 +8,7 @@ mod batch;
 mod cases;
 mod crash;
 mod fake_consumer;
+mod filter_limits;
 mod hardening;
 mod ops;
 mod outbound;

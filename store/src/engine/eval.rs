@@ -6,8 +6,8 @@ use serde_json::Value;
 
 use crate::filter::{AttrPath, CompareOp, Filter, Literal};
 use crate::model::{
-    AttrType, AttributeDef, ResourceKind, SchemaRegistry, TextComparison, comparison_text,
-    normalize_datetime,
+    AttrType, AttributeDef, ResourceKind, Returned, SchemaRegistry, TextComparison,
+    comparison_text, normalize_datetime,
 };
 use crate::patch::element_matches;
 
@@ -85,6 +85,45 @@ fn select<'a>(
     Ok((Some(sub), vals))
 }
 
+/// Whether a selected value is a value: null, "" and [] are none (RFC 7644 §3.4.2.2, "pr"),
+/// as in the SQL compilation.
+fn has_value(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::String(s) => !s.is_empty(),
+        Value::Array(a) => a.iter().any(has_value),
+        _ => true,
+    }
+}
+
+/// For a path naming a complex attribute without a sub-attribute: its definition and its
+/// elements (one for a single-valued attribute).
+fn complex_elements<'a>(
+    reg: &'a SchemaRegistry,
+    kind: ResourceKind,
+    res: &'a Value,
+    path: &AttrPath,
+) -> Option<(&'a AttributeDef, Vec<&'a Value>)> {
+    if path.sub.is_some() {
+        return None;
+    }
+    let loc = reg.locate(kind, path.urn.as_deref(), &path.attr)?;
+    if loc.attr.kind != AttrType::Complex {
+        return None;
+    }
+    let container = if loc.is_core {
+        Some(res)
+    } else {
+        res.get(&loc.schema.id)
+    };
+    let elems = match container.and_then(|c| c.get(&loc.attr.name)) {
+        Some(Value::Array(a)) => a.iter().collect(),
+        Some(v @ Value::Object(_)) => vec![v],
+        _ => Vec::new(),
+    };
+    Some((loc.attr, elems))
+}
+
 fn cmp_text(op: CompareOp, a: &str, b: &str) -> bool {
     match op {
         CompareOp::Eq => a == b,
@@ -124,7 +163,14 @@ fn compare_one(def: Option<&AttributeDef>, op: CompareOp, actual: &Value, lit: &
             }
         }
         (AttrType::DateTime, Value::String(a), Literal::String(b)) => {
-            match (normalize_datetime(a), normalize_datetime(b)) {
+            // Substrings match the canonical text as written ("2030-01"); the other
+            // operators compare instants.
+            let b = if op.is_substring() {
+                Some(b.clone())
+            } else {
+                normalize_datetime(b)
+            };
+            match (normalize_datetime(a), b) {
                 (Some(a), Some(b)) => cmp_text(op, &a, &b),
                 _ => false,
             }
@@ -134,6 +180,20 @@ fn compare_one(def: Option<&AttributeDef>, op: CompareOp, actual: &Value, lit: &
                 cmp_text(op, &a.to_lowercase(), &b.to_lowercase())
             } else {
                 cmp_text(op, a, b)
+            }
+        }
+        // A number or boolean compared with a string attribute compares as its text, as
+        // the SQL compilation does.
+        (
+            AttrType::String | AttrType::Reference | AttrType::Binary,
+            Value::String(a),
+            Literal::Number(_) | Literal::Bool(_),
+        ) => {
+            let b = lit.to_string();
+            if def.is_some_and(|d| d.folds_case()) {
+                cmp_text(op, &a.to_lowercase(), &b)
+            } else {
+                cmp_text(op, a, &b)
             }
         }
         _ => false,
@@ -156,15 +216,33 @@ pub fn matches(
     f: &Filter,
 ) -> Result<bool, String> {
     Ok(match f {
-        Filter::And(a, b) => matches(reg, kind, res, a)? && matches(reg, kind, res, b)?,
-        Filter::Or(a, b) => matches(reg, kind, res, a)? || matches(reg, kind, res, b)?,
+        Filter::And(items) => {
+            for x in items {
+                if !matches(reg, kind, res, x)? {
+                    return Ok(false);
+                }
+            }
+            true
+        }
+        Filter::Or(items) => {
+            for x in items {
+                if matches(reg, kind, res, x)? {
+                    return Ok(true);
+                }
+            }
+            false
+        }
         Filter::Not(a) => !matches(reg, kind, res, a)?,
         Filter::Const(b) => *b,
-        Filter::Present(p) => {
-            let (_, vals) = select(reg, kind, res, p)?;
-            vals.iter()
-                .any(|v| !v.is_null() && *v != "" && !matches!(v, Value::Array(a) if a.is_empty()))
-        }
+        Filter::Present(p) => match complex_elements(reg, kind, res, p) {
+            Some((def, elems)) => elems.iter().any(|e| {
+                def.sub_attributes
+                    .iter()
+                    .filter(|s| s.returned != Returned::Never && s.kind != AttrType::Binary)
+                    .any(|s| e.get(&s.name).is_some_and(has_value))
+            }),
+            None => select(reg, kind, res, p)?.1.into_iter().any(has_value),
+        },
         Filter::Compare(p, op, lit) => {
             if p.urn.is_none() && p.sub.is_none() && p.attr.eq_ignore_ascii_case("schemas") {
                 let has = res.get("schemas").and_then(Value::as_array).is_some_and(|a| {
@@ -188,7 +266,7 @@ pub fn matches(
                 _ => lit,
             };
             if *lit == Literal::Null {
-                let present = !vals.is_empty();
+                let present = vals.into_iter().any(has_value);
                 return Ok(if *op == CompareOp::Eq {
                     !present
                 } else {

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::StoreError;
-use crate::filter::{Filter, resolve};
+use crate::filter::{Filter, FilterLimits, resolve};
 use crate::model::{AttrType, ResourceKind, SchemaRegistry};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -214,8 +214,9 @@ impl ConsumerSpec {
             .is_some_and(|s| s.to_ascii_lowercase().contains("groups"))
     }
 
-    /// Checks every filter, path and duration; errors name the field.
-    pub fn validate(&self, reg: &SchemaRegistry) -> Result<(), StoreError> {
+    /// Checks every filter (held to `limits`, as filters of the API are), path and
+    /// duration; errors name the field.
+    pub fn validate(&self, reg: &SchemaRegistry, limits: &FilterLimits) -> Result<(), StoreError> {
         if self.resource_types.is_empty() {
             return Err(bad(
                 "resource_types: name at least one of \"User\", \"Group\"".into(),
@@ -229,7 +230,8 @@ impl ConsumerSpec {
             }
         }
         let filter = |field: &str, text: &str, kind: ResourceKind| -> Result<Filter, StoreError> {
-            let f = Filter::parse(text).map_err(|e| bad(format!("{field}: {e}")))?;
+            let f =
+                Filter::parse_limited(text, limits).map_err(|e| bad(format!("{field}: {e}")))?;
             resolve(reg, kind, &f).map_err(|e| bad(format!("{field}: {e}")))?;
             Ok(f)
         };
@@ -344,7 +346,7 @@ mod tests {
             "schedules": [{"name": "purge", "when": "active eq false", "after": "14d", "action": "delete"}]
         }))
         .unwrap();
-        ok.validate(&reg).unwrap();
+        ok.validate(&reg, &FilterLimits::default()).unwrap();
         let cases = [
             (serde_json::json!({"scope": "nosuch eq 1"}), "scope"),
             (
@@ -374,7 +376,10 @@ mod tests {
         ];
         for (v, want) in cases {
             let spec: ConsumerSpec = serde_json::from_value(v.clone()).unwrap();
-            let e = spec.validate(&reg).unwrap_err().to_string();
+            let e = spec
+                .validate(&reg, &FilterLimits::default())
+                .unwrap_err()
+                .to_string();
             assert!(e.contains(want), "{v}: {e}");
         }
         assert!(
@@ -413,7 +418,10 @@ mod tests {
             "schedules": [{"name": "x", "when": "active eq false", "after": "99999999999999999d", "action": "delete"}]
         }))
         .unwrap();
-        let e = spec.validate(&reg).unwrap_err().to_string();
+        let e = spec
+            .validate(&reg, &FilterLimits::default())
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("schedules[0].after") && e.contains("at most"),
             "{e}"

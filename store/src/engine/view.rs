@@ -5,7 +5,7 @@ use serde_json::{Map, Value};
 
 use super::eval::matches;
 use super::spec::{AttributePolicy, ConsumerSpec};
-use crate::filter::Filter;
+use crate::filter::{Filter, FilterLimits};
 use crate::model::{AttrType, AttributeDef, ResourceKind, SchemaRegistry};
 
 /// A resolved policy path: which container (core or an extension), the attribute, and an
@@ -369,9 +369,10 @@ fn when_matches(
 ) -> bool {
     match when {
         None => true,
-        // Filters were validated on save; one that no longer parses (a schema change) matches
-        // nothing, which errs on the side of sending less.
-        Some(w) => Filter::parse(w)
+        // Filters were validated on save (within the configured limits, which the ceiling
+        // bounds); one that no longer parses (a schema change) matches nothing, which errs
+        // on the side of sending less.
+        Some(w) => Filter::parse_limited(w, &FilterLimits::CEILING)
             .ok()
             .is_some_and(|f| matches(reg, kind, full, &f).unwrap_or(false)),
     }

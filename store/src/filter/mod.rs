@@ -4,7 +4,8 @@
 mod parse;
 mod resolve;
 
-pub use parse::{MAX_FILTER_DEPTH, PatchPath};
+pub use parse::PatchPath;
+pub(crate) use parse::shown;
 pub use resolve::{
     AttrTarget, MemberCondition, MemberField, Nesting, ResolvedFilter, ResolvedPath, ResolvedValue,
     resolve, resolve_member_filter, resolve_sort_path,
@@ -128,8 +129,12 @@ impl fmt::Display for Literal {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Filter {
-    And(Box<Filter>, Box<Filter>),
-    Or(Box<Filter>, Box<Filter>),
+    /// Every operand holds. Built through [`Filter::all`] / [`Filter::and`], which flatten
+    /// nested conjunctions, so that a long chain is one node and nothing that walks the tree
+    /// recurses once per operand.
+    And(Vec<Filter>),
+    /// Some operand holds; flattened like `And` by [`Filter::any`] / [`Filter::or`].
+    Or(Vec<Filter>),
     Not(Box<Filter>),
     Present(AttrPath),
     Compare(AttrPath, CompareOp, Literal),
@@ -141,21 +146,124 @@ pub enum Filter {
     Const(bool),
 }
 
+/// Default nesting limit (parentheses, `not`, value paths).
+pub const MAX_FILTER_DEPTH: usize = 32;
+/// Default limit on the terms of a filter: comparisons and presence tests. A membership
+/// query of a few hundred ids fits; the SQL of the largest accepted filter stays far below
+/// the database's limits (see [`FilterLimits::CEILING`]).
+pub const MAX_FILTER_TERMS: usize = 1000;
+/// Default limit on the length of a filter text, in characters: room for
+/// [`MAX_FILTER_TERMS`] terms of about 60 characters (an id equality with its `or`).
+pub const MAX_FILTER_LENGTH: usize = 65536;
+
+/// How large a filter may be. Checked while parsing, before anything walks the filter; the
+/// LDAP front applies `max_terms` to the filters it builds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FilterLimits {
+    /// Longest filter text, in characters.
+    pub max_length: usize,
+    /// Deepest nesting of parentheses, `not` and value filters.
+    pub max_depth: usize,
+    /// Most terms (comparisons and presence tests).
+    pub max_terms: usize,
+}
+
+impl Default for FilterLimits {
+    fn default() -> Self {
+        FilterLimits {
+            max_length: MAX_FILTER_LENGTH,
+            max_depth: MAX_FILTER_DEPTH,
+            max_terms: MAX_FILTER_TERMS,
+        }
+    }
+}
+
+impl FilterLimits {
+    /// The largest limits a configuration may set. At this size the SQL of any accepted
+    /// filter binds fewer than 32,766 parameters (SQLite's limit; a term binds at most 16)
+    /// and its expression tree stays far below SQLite's depth limit of 1,000 (operands are
+    /// combined as balanced trees, and nesting adds at most two levels per level).
+    pub const CEILING: FilterLimits = FilterLimits {
+        max_length: 4 * 1024 * 1024,
+        max_depth: 64,
+        max_terms: 2000,
+    };
+
+    /// An error message when a configured limit is out of range; `prefix` names the keys,
+    /// e.g. "scim.max_filter".
+    pub fn check(&self, prefix: &str) -> Result<(), String> {
+        let c = Self::CEILING;
+        for (key, v, max) in [
+            ("length", self.max_length, c.max_length),
+            ("depth", self.max_depth, c.max_depth),
+            ("terms", self.max_terms, c.max_terms),
+        ] {
+            if v == 0 || v > max {
+                return Err(format!(
+                    "{prefix}_{key} is {v}; it must be between 1 and {max}"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The size of a filter: its terms and its nesting depth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FilterSize {
+    pub terms: usize,
+    pub depth: usize,
+}
+
 impl Filter {
-    /// Parses a SCIM filter with the default nesting limit.
+    /// Parses a SCIM filter with the default limits.
     pub fn parse(s: &str) -> Result<Self, String> {
-        parse::parse_filter(s, MAX_FILTER_DEPTH)
+        Self::parse_limited(s, &FilterLimits::default())
     }
 
-    pub fn parse_with_depth(s: &str, max_depth: usize) -> Result<Self, String> {
-        parse::parse_filter(s, max_depth)
+    /// Parses a SCIM filter; a filter beyond `limits` is refused before it is built.
+    pub fn parse_limited(s: &str, limits: &FilterLimits) -> Result<Self, String> {
+        parse::parse_filter(s, limits).map_err(|e| e.message)
+    }
+
+    /// The conjunction of `items`, flattened: nested conjunctions are spliced in, and a
+    /// single operand stands alone. An empty conjunction is `Const(true)`.
+    pub fn all(items: impl IntoIterator<Item = Filter>) -> Filter {
+        let mut out = Vec::new();
+        for f in items {
+            match f {
+                Filter::And(v) => out.extend(v),
+                other => out.push(other),
+            }
+        }
+        match out.len() {
+            0 => Filter::Const(true),
+            1 => out.pop().unwrap_or(Filter::Const(true)),
+            _ => Filter::And(out),
+        }
+    }
+
+    /// The disjunction of `items`, flattened like [`Filter::all`]; empty is `Const(false)`.
+    pub fn any(items: impl IntoIterator<Item = Filter>) -> Filter {
+        let mut out = Vec::new();
+        for f in items {
+            match f {
+                Filter::Or(v) => out.extend(v),
+                other => out.push(other),
+            }
+        }
+        match out.len() {
+            0 => Filter::Const(false),
+            1 => out.pop().unwrap_or(Filter::Const(false)),
+            _ => Filter::Or(out),
+        }
     }
 
     pub fn and(a: Filter, b: Filter) -> Filter {
-        Filter::And(Box::new(a), Box::new(b))
+        Filter::all([a, b])
     }
     pub fn or(a: Filter, b: Filter) -> Filter {
-        Filter::Or(Box::new(a), Box::new(b))
+        Filter::any([a, b])
     }
     #[allow(clippy::should_implement_trait)]
     pub fn not(a: Filter) -> Filter {
@@ -164,13 +272,41 @@ impl Filter {
     pub fn eq(path: AttrPath, value: &str) -> Filter {
         Filter::Compare(path, CompareOp::Eq, Literal::String(value.to_string()))
     }
+
+    /// Terms and nesting depth, counted without recursion.
+    pub fn size(&self) -> FilterSize {
+        let mut size = FilterSize::default();
+        let mut stack: Vec<(&Filter, usize)> = vec![(self, 0)];
+        while let Some((f, depth)) = stack.pop() {
+            size.depth = size.depth.max(depth);
+            match f {
+                Filter::And(v) | Filter::Or(v) => stack.extend(v.iter().map(|x| (x, depth))),
+                Filter::Not(x) | Filter::ValuePath(_, x) => stack.push((x, depth + 1)),
+                Filter::Present(_) | Filter::Compare(..) => size.terms += 1,
+                Filter::Const(_) => {}
+            }
+        }
+        size
+    }
+}
+
+/// Writes `items` joined by `sep`, each operand parenthesised where needed.
+fn write_joined(f: &mut fmt::Formatter<'_>, items: &[Filter], sep: &str) -> fmt::Result {
+    write!(f, "(")?;
+    for (i, x) in items.iter().enumerate() {
+        if i > 0 {
+            write!(f, " {sep} ")?;
+        }
+        write!(f, "{x}")?;
+    }
+    write!(f, ")")
 }
 
 impl fmt::Display for Filter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Filter::And(a, b) => write!(f, "({a} and {b})"),
-            Filter::Or(a, b) => write!(f, "({a} or {b})"),
+            Filter::And(v) => write_joined(f, v, "and"),
+            Filter::Or(v) => write_joined(f, v, "or"),
             Filter::Not(a) => write!(f, "not ({a})"),
             Filter::Present(p) => write!(f, "{p} pr"),
             Filter::Compare(p, op, v) => write!(f, "{p} {} {v}", op.as_str()),

@@ -1,11 +1,48 @@
 //! SCIM filter and PATCH path grammar (RFC 7644 §3.4.2.2, §3.5.2): recursive descent with
-//! precedence `not` > `and` > `or`, case-insensitive operators, and a nesting limit.
+//! precedence `not` > `and` > `or`, case-insensitive operators, and limits on length,
+//! nesting and terms. The descent recurses only per nesting level (checked on entry); a
+//! chain of `and`/`or` is read by a loop into one n-ary node.
 
-use super::{AttrPath, CompareOp, Filter, Literal};
+use super::{AttrPath, CompareOp, Filter, FilterLimits, Literal};
+use crate::error::StoreError;
 
-/// Default limit on nesting (parentheses, `not`, value paths) so that a hostile filter cannot
-/// exhaust the stack.
-pub const MAX_FILTER_DEPTH: usize = 32;
+/// Why a filter was refused: its syntax, or one of the limits.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ParseError {
+    pub limit: bool,
+    pub message: String,
+}
+
+impl ParseError {
+    fn syntax(message: String) -> Self {
+        ParseError {
+            limit: false,
+            message,
+        }
+    }
+}
+
+impl From<String> for ParseError {
+    fn from(message: String) -> Self {
+        ParseError::syntax(message)
+    }
+}
+
+impl From<&str> for ParseError {
+    fn from(message: &str) -> Self {
+        ParseError::syntax(message.to_string())
+    }
+}
+
+/// `s` for an error message: long inputs are cut, so that an error never echoes a
+/// megabyte back.
+pub(crate) fn shown(s: &str) -> String {
+    const MAX: usize = 80;
+    match s.char_indices().nth(MAX) {
+        None => s.to_string(),
+        Some((i, _)) => format!("{}…", &s[..i]),
+    }
+}
 
 #[derive(Debug, Clone, PartialEq)]
 enum Tok {
@@ -120,7 +157,8 @@ struct Parser<'a> {
     toks: Vec<(usize, Tok)>,
     pos: usize,
     depth: usize,
-    max_depth: usize,
+    terms: usize,
+    limits: FilterLimits,
     src: &'a str,
 }
 
@@ -145,7 +183,7 @@ impl Parser<'_> {
     fn peek_keyword(&self, kw: &str) -> bool {
         matches!(self.peek(), Some(Tok::Word(w)) if w.eq_ignore_ascii_case(kw))
     }
-    fn expect(&mut self, want: Tok) -> Result<(), String> {
+    fn expect(&mut self, want: Tok) -> Result<(), ParseError> {
         let at = self.offset();
         match self.next() {
             Some(t) if t == want => Ok(()),
@@ -153,42 +191,59 @@ impl Parser<'_> {
                 "expected {} at offset {at}, found {}",
                 describe(&want),
                 describe(&t)
-            )),
-            None => Err(format!("expected {} at end of filter", describe(&want))),
+            )
+            .into()),
+            None => Err(format!("expected {} at end of filter", describe(&want)).into()),
         }
     }
-    fn enter(&mut self) -> Result<(), String> {
+    fn enter(&mut self) -> Result<(), ParseError> {
         self.depth += 1;
-        if self.depth > self.max_depth {
-            return Err(format!(
-                "filter is nested more than {} levels deep",
-                self.max_depth
-            ));
+        if self.depth > self.limits.max_depth {
+            return Err(ParseError {
+                limit: true,
+                message: format!(
+                    "the filter is nested more than {} levels deep (the limit max_filter_depth)",
+                    self.limits.max_depth
+                ),
+            });
         }
         Ok(())
     }
 
-    fn or_expr(&mut self, in_value_path: bool) -> Result<Filter, String> {
-        let mut left = self.and_expr(in_value_path)?;
+    /// Counts one comparison or presence test.
+    fn term(&mut self) -> Result<(), ParseError> {
+        self.terms += 1;
+        if self.terms > self.limits.max_terms {
+            return Err(ParseError {
+                limit: true,
+                message: format!(
+                    "the filter has more than {} terms (comparisons and presence tests; the limit max_filter_terms): split the query",
+                    self.limits.max_terms
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    fn or_expr(&mut self, in_value_path: bool) -> Result<Filter, ParseError> {
+        let mut items = vec![self.and_expr(in_value_path)?];
         while self.peek_keyword("or") {
             self.next();
-            let right = self.and_expr(in_value_path)?;
-            left = Filter::or(left, right);
+            items.push(self.and_expr(in_value_path)?);
         }
-        Ok(left)
+        Ok(Filter::any(items))
     }
 
-    fn and_expr(&mut self, in_value_path: bool) -> Result<Filter, String> {
-        let mut left = self.unary(in_value_path)?;
+    fn and_expr(&mut self, in_value_path: bool) -> Result<Filter, ParseError> {
+        let mut items = vec![self.unary(in_value_path)?];
         while self.peek_keyword("and") {
             self.next();
-            let right = self.unary(in_value_path)?;
-            left = Filter::and(left, right);
+            items.push(self.unary(in_value_path)?);
         }
-        Ok(left)
+        Ok(Filter::all(items))
     }
 
-    fn unary(&mut self, in_value_path: bool) -> Result<Filter, String> {
+    fn unary(&mut self, in_value_path: bool) -> Result<Filter, ParseError> {
         if self.peek_keyword("not") && self.peek_at(1) == Some(&Tok::LParen) {
             self.next();
             self.enter()?;
@@ -209,7 +264,7 @@ impl Parser<'_> {
         self.attr_expr(in_value_path)
     }
 
-    fn attr_expr(&mut self, in_value_path: bool) -> Result<Filter, String> {
+    fn attr_expr(&mut self, in_value_path: bool) -> Result<Filter, ParseError> {
         let at = self.offset();
         let path = match self.next() {
             Some(Tok::Word(w)) => parse_attr_path(&w).map_err(|e| format!("{e} at offset {at}"))?,
@@ -217,18 +272,20 @@ impl Parser<'_> {
                 return Err(format!(
                     "expected an attribute path at offset {at}, found {}",
                     describe(&t)
-                ));
+                )
+                .into());
             }
             None => return Err("expected an attribute path at end of filter".into()),
         };
         if self.peek() == Some(&Tok::LBracket) {
             if in_value_path {
-                return Err(format!("value filters cannot be nested (offset {at})"));
+                return Err(format!("value filters cannot be nested (offset {at})").into());
             }
             if path.sub.is_some() {
                 return Err(format!(
                     "a value filter applies to an attribute, not a sub-attribute (offset {at})"
-                ));
+                )
+                .into());
             }
             self.next();
             self.enter()?;
@@ -237,13 +294,14 @@ impl Parser<'_> {
             self.depth -= 1;
             return Ok(Filter::ValuePath(path, Box::new(inner)));
         }
+        self.term()?;
         let op_at = self.offset();
         let op = match self.next() {
             Some(Tok::Word(w)) if w.eq_ignore_ascii_case("pr") => return Ok(Filter::Present(path)),
             Some(Tok::Word(w)) => CompareOp::parse(&w)
                 .ok_or_else(|| format!("unknown operator '{w}' at offset {op_at}; expected one of eq ne co sw ew gt ge lt le pr"))?,
-            Some(t) => return Err(format!("expected an operator at offset {op_at}, found {}", describe(&t))),
-            None => return Err(format!("expected an operator after '{path}'")),
+            Some(t) => return Err(format!("expected an operator at offset {op_at}, found {}", describe(&t)).into()),
+            None => return Err(format!("expected an operator after '{path}'").into()),
         };
         let val_at = self.offset();
         let value = match self.next() {
@@ -256,9 +314,10 @@ impl Parser<'_> {
                 return Err(format!(
                     "expected a value (a quoted string, number, true, false or null) at offset {val_at}, found {}",
                     describe(&t)
-                ));
+                )
+                .into());
             }
-            None => return Err(format!("expected a value after '{path} {}'", op.as_str())),
+            None => return Err(format!("expected a value after '{path} {}'", op.as_str()).into()),
         };
         Ok(Filter::Compare(path, op, value))
     }
@@ -306,7 +365,18 @@ pub(crate) fn parse_attr_path(s: &str) -> Result<AttrPath, String> {
     })
 }
 
-pub(crate) fn parse_filter(s: &str, max_depth: usize) -> Result<Filter, String> {
+pub(crate) fn parse_filter(s: &str, limits: &FilterLimits) -> Result<Filter, ParseError> {
+    // Before anything else looks at the text.
+    let length = s.chars().count();
+    if length > limits.max_length {
+        return Err(ParseError {
+            limit: true,
+            message: format!(
+                "the filter is {length} characters long, more than {} (the limit max_filter_length)",
+                limits.max_length
+            ),
+        });
+    }
     if s.trim().is_empty() {
         return Err("the filter is empty".into());
     }
@@ -315,7 +385,8 @@ pub(crate) fn parse_filter(s: &str, max_depth: usize) -> Result<Filter, String> 
         toks,
         pos: 0,
         depth: 0,
-        max_depth,
+        terms: 0,
+        limits: *limits,
         src: s,
     };
     let f = p.or_expr(false)?;
@@ -324,7 +395,8 @@ pub(crate) fn parse_filter(s: &str, max_depth: usize) -> Result<Filter, String> 
             "unexpected {} at offset {}; filters combine with 'and' / 'or'",
             describe(&t),
             p.offset()
-        ));
+        )
+        .into());
     }
     Ok(f)
 }
@@ -340,40 +412,58 @@ pub struct PatchPath {
 }
 
 impl PatchPath {
-    pub fn parse(s: &str) -> Result<Self, String> {
+    /// Parses a path whose value filter must keep within `limits`. A malformed path is
+    /// `InvalidPath`; a value filter beyond the limits is `InvalidFilter` (RFC 7644
+    /// §3.12 lists invalidFilter for PATCH path filters).
+    pub fn parse(s: &str, limits: &FilterLimits) -> Result<Self, StoreError> {
         let s = s.trim();
+        let bad = |m: String| StoreError::InvalidPath(m);
         if s.is_empty() {
-            return Err("the path is empty".into());
+            return Err(bad("the path is empty".into()));
         }
         let Some(open) = s.find('[') else {
             return Ok(PatchPath {
-                attr: parse_attr_path(s)?,
+                attr: parse_attr_path(s).map_err(|e| bad(shown(&e)))?,
                 filter: None,
                 sub_after_filter: None,
             });
         };
         let close = s
             .rfind(']')
-            .ok_or_else(|| format!("'{s}': '[' without a closing ']'"))?;
+            .ok_or_else(|| bad(format!("'{}': '[' without a closing ']'", shown(s))))?;
         if close < open {
-            return Err(format!("'{s}' is not a valid path"));
+            return Err(bad(format!("'{}' is not a valid path", shown(s))));
         }
-        let attr = parse_attr_path(&s[..open])?;
+        let attr = parse_attr_path(&s[..open]).map_err(|e| bad(shown(&e)))?;
         if attr.sub.is_some() {
-            return Err(format!(
-                "'{s}': a value filter applies to an attribute, not a sub-attribute"
-            ));
+            return Err(bad(format!(
+                "'{}': a value filter applies to an attribute, not a sub-attribute",
+                shown(s)
+            )));
         }
-        let filter = parse_filter(&s[open + 1..close], MAX_FILTER_DEPTH)?;
+        let filter = parse_filter(&s[open + 1..close], limits).map_err(|e| {
+            if e.limit {
+                StoreError::InvalidFilter(format!("the value filter of {}[…]: {}", attr, e.message))
+            } else {
+                bad(format!("'{}': {}", shown(s), e.message))
+            }
+        })?;
         let tail = &s[close + 1..];
         let sub_after_filter = if tail.is_empty() {
             None
         } else {
-            let sub = tail
-                .strip_prefix('.')
-                .ok_or_else(|| format!("'{s}': only '.subAttribute' may follow ']'"))?;
+            let sub = tail.strip_prefix('.').ok_or_else(|| {
+                bad(format!(
+                    "'{}': only '.subAttribute' may follow ']'",
+                    shown(s)
+                ))
+            })?;
             if !valid_attr_name(sub) {
-                return Err(format!("'{s}': '{sub}' is not a valid sub-attribute name"));
+                return Err(bad(format!(
+                    "'{}': '{}' is not a valid sub-attribute name",
+                    shown(s),
+                    shown(sub)
+                )));
             }
             Some(sub.to_string())
         };
@@ -390,7 +480,15 @@ mod tests {
     use super::*;
 
     fn p(s: &str) -> Filter {
-        parse_filter(s, MAX_FILTER_DEPTH).unwrap_or_else(|e| panic!("{s}: {e}"))
+        parse_filter(s, &FilterLimits::default()).unwrap_or_else(|e| panic!("{s}: {e:?}"))
+    }
+
+    fn limits(max_depth: usize, max_terms: usize) -> FilterLimits {
+        FilterLimits {
+            max_depth,
+            max_terms,
+            ..FilterLimits::default()
+        }
     }
 
     #[test]
@@ -419,11 +517,11 @@ mod tests {
     fn precedence_is_not_and_or() {
         let f = p(r#"a eq 1 or b eq 2 and c eq 3"#);
         match f {
-            Filter::Or(_, right) => assert!(matches!(*right, Filter::And(_, _))),
+            Filter::Or(v) => assert!(matches!(v.as_slice(), [_, Filter::And(_)])),
             other => panic!("{other:?}"),
         }
         let f = p(r#"not(a pr) and b pr"#);
-        assert!(matches!(f, Filter::And(l, _) if matches!(*l, Filter::Not(_))));
+        assert!(matches!(f, Filter::And(v) if matches!(v[0], Filter::Not(_))));
     }
 
     #[test]
@@ -479,36 +577,128 @@ mod tests {
             (r#"userName eq john"#, "expected a value"),
             ("a eq 1 ; drop", "unexpected character"),
         ] {
-            let err = parse_filter(f, MAX_FILTER_DEPTH).unwrap_err();
-            assert!(err.contains(want), "{f:?}: {err}");
+            let err = parse_filter(f, &FilterLimits::default()).unwrap_err();
+            assert!(!err.limit, "{f:?}");
+            assert!(err.message.contains(want), "{f:?}: {}", err.message);
         }
     }
 
     #[test]
     fn depth_limit_rejects_deep_nesting() {
         let deep = format!("{}a pr{}", "(".repeat(40), ")".repeat(40));
+        let err = parse_filter(&deep, &limits(32, 1000)).unwrap_err();
         assert!(
-            parse_filter(&deep, 32)
-                .unwrap_err()
-                .contains("nested more than 32")
+            err.limit && err.message.contains("nested more than 32"),
+            "{err:?}"
         );
         let ok = format!("{}a pr{}", "(".repeat(10), ")".repeat(10));
-        parse_filter(&ok, 32).unwrap();
+        parse_filter(&ok, &limits(32, 1000)).unwrap();
+    }
+
+    fn or_chain(n: usize) -> String {
+        (0..n)
+            .map(|i| format!("value eq \"{i}\""))
+            .collect::<Vec<_>>()
+            .join(" or ")
+    }
+
+    #[test]
+    fn chains_are_one_flat_node() {
+        let Filter::Or(items) = p(&or_chain(500)) else {
+            panic!("not an OR");
+        };
+        assert_eq!(items.len(), 500);
+        assert!(items.iter().all(|f| matches!(f, Filter::Compare(..))));
+        // Parentheses around a chain splice into the enclosing one.
+        let f = p("a pr and (b pr and c pr) and ((d pr))");
+        assert!(matches!(&f, Filter::And(v) if v.len() == 4), "{f:?}");
+        assert_eq!(f.size().terms, 4);
+        assert_eq!(p("not (a pr) or x[y pr and z pr]").size().depth, 1);
+    }
+
+    #[test]
+    fn term_limit_counts_comparisons_and_presence() {
+        let l = limits(32, 1000);
+        assert_eq!(
+            parse_filter(&or_chain(1000), &l).unwrap().size().terms,
+            1000
+        );
+        let err = parse_filter(&or_chain(1001), &l).unwrap_err();
+        assert!(
+            err.limit && err.message.contains("more than 1000 terms"),
+            "{err:?}"
+        );
+        let err = parse_filter("a pr and b pr and c pr", &limits(32, 2)).unwrap_err();
+        assert!(err.limit, "{err:?}");
+        // 30,000 terms (about 650 KB) are refused at the first term past the limit, and a
+        // text past the length limit before it is read at all.
+        let huge = or_chain(30_000);
+        let err = parse_filter(
+            &huge,
+            &FilterLimits {
+                max_length: usize::MAX,
+                ..l
+            },
+        )
+        .unwrap_err();
+        assert!(err.limit && err.message.contains("terms"), "{err:?}");
+        let err = parse_filter(&huge, &FilterLimits::default()).unwrap_err();
+        assert!(
+            err.limit && err.message.contains("characters long"),
+            "{err:?}"
+        );
     }
 
     #[test]
     fn patch_paths() {
-        let pp = PatchPath::parse(r#"members[value eq "2819c223"]"#).unwrap();
+        let l = FilterLimits::default();
+        let pp = PatchPath::parse(r#"members[value eq "2819c223"]"#, &l).unwrap();
         assert_eq!(pp.attr.attr, "members");
         assert!(pp.filter.is_some());
-        let pp = PatchPath::parse(r#"emails[type eq "work"].value"#).unwrap();
+        let pp = PatchPath::parse(r#"emails[type eq "work"].value"#, &l).unwrap();
         assert_eq!(pp.sub_after_filter.as_deref(), Some("value"));
         let pp = PatchPath::parse(
             "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber",
+            &l,
         )
         .unwrap();
         assert_eq!(pp.attr.attr, "employeeNumber");
-        assert!(PatchPath::parse("emails[type eq \"work\"]value").is_err());
-        assert!(PatchPath::parse("name.").is_err());
+        assert!(matches!(
+            PatchPath::parse("emails[type eq \"work\"]value", &l),
+            Err(StoreError::InvalidPath(_))
+        ));
+        assert!(matches!(
+            PatchPath::parse("name.", &l),
+            Err(StoreError::InvalidPath(_))
+        ));
+    }
+
+    #[test]
+    fn patch_path_filters_keep_to_the_limits() {
+        let path = format!("emails[{}]", or_chain(30_000));
+        match PatchPath::parse(&path, &FilterLimits::default()) {
+            Err(StoreError::InvalidFilter(m)) => {
+                assert!(m.contains("65536") && m.len() < 200, "{m}")
+            }
+            other => panic!("{other:?}"),
+        }
+        let unlimited_length = FilterLimits {
+            max_length: usize::MAX,
+            ..FilterLimits::default()
+        };
+        match PatchPath::parse(&path, &unlimited_length) {
+            Err(StoreError::InvalidFilter(m)) => {
+                assert!(m.contains("more than 1000 terms"), "{m}")
+            }
+            other => panic!("{other:?}"),
+        }
+        let deep = format!("emails[{}type pr{}]", "(".repeat(33), ")".repeat(33));
+        assert!(matches!(
+            PatchPath::parse(&deep, &FilterLimits::default()),
+            Err(StoreError::InvalidFilter(_))
+        ));
+        let pp =
+            PatchPath::parse(&format!("members[{}]", or_chain(1000)), &unlimited_length).unwrap();
+        assert!(matches!(pp.filter, Some(Filter::Or(v)) if v.len() == 1000));
     }
 }

@@ -63,14 +63,19 @@ pub enum Nesting {
     Any,
 }
 
+/// A filter bound to storage. Build conjunctions and disjunctions with
+/// [`ResolvedFilter::all`] and [`ResolvedFilter::any`]: they flatten, fold constants and
+/// merge equalities on one target into `In`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ResolvedFilter {
-    And(Box<ResolvedFilter>, Box<ResolvedFilter>),
-    Or(Box<ResolvedFilter>, Box<ResolvedFilter>),
+    And(Vec<ResolvedFilter>),
+    Or(Vec<ResolvedFilter>),
     Not(Box<ResolvedFilter>),
     Const(bool),
     Present(AttrTarget),
     Compare(AttrTarget, CompareOp, ResolvedValue),
+    /// Some value of the target equals one of these (an OR of equalities).
+    In(AttrTarget, Vec<ResolvedValue>),
     /// Some element of the multi-valued complex attribute whose element marker key is
     /// `key` satisfies `inner` (whose targets are sub-attributes of the same element).
     Element {
@@ -88,14 +93,224 @@ pub enum ResolvedFilter {
     },
 }
 
-/// A condition on the resource at the other end of a membership.
+/// A condition on the resource at the other end of a membership; conjunctions and
+/// disjunctions are built with [`MemberCondition::all`] / [`MemberCondition::any`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum MemberCondition {
-    And(Box<MemberCondition>, Box<MemberCondition>),
-    Or(Box<MemberCondition>, Box<MemberCondition>),
+    And(Vec<MemberCondition>),
+    Or(Vec<MemberCondition>),
     Not(Box<MemberCondition>),
     Present(MemberField),
     Compare(MemberField, CompareOp, String),
+    /// The field equals one of these.
+    In(MemberField, Vec<String>),
+}
+
+impl ResolvedFilter {
+    /// The conjunction of `items`: nested conjunctions spliced in, `true` dropped, `false`
+    /// absorbing; a single operand stands alone and none is `true`. Negated operands become
+    /// one negated disjunction (`not a and not b` is `not (a or b)`: every compiled
+    /// condition is TRUE or FALSE, never NULL), so that [`ResolvedFilter::any`] can merge
+    /// them into one lookup.
+    pub fn all(items: impl IntoIterator<Item = ResolvedFilter>) -> ResolvedFilter {
+        let mut out = Vec::new();
+        let mut negated = Vec::new();
+        let mut pending: Vec<ResolvedFilter> = items.into_iter().collect();
+        pending.reverse();
+        while let Some(f) = pending.pop() {
+            match f {
+                ResolvedFilter::Const(true) => {}
+                ResolvedFilter::Const(false) => return ResolvedFilter::Const(false),
+                ResolvedFilter::And(v) => pending.extend(v.into_iter().rev()),
+                ResolvedFilter::Not(x) => negated.push(*x),
+                other => out.push(other),
+            }
+        }
+        match negated.len() {
+            0 => {}
+            1 => out.extend(negated.pop().map(|x| ResolvedFilter::Not(Box::new(x)))),
+            _ => match ResolvedFilter::any(negated) {
+                ResolvedFilter::Const(true) => return ResolvedFilter::Const(false),
+                ResolvedFilter::Const(false) => {}
+                x => out.push(ResolvedFilter::Not(Box::new(x))),
+            },
+        }
+        match out.len() {
+            0 => ResolvedFilter::Const(true),
+            1 => out.pop().unwrap_or(ResolvedFilter::Const(true)),
+            _ => ResolvedFilter::And(out),
+        }
+    }
+
+    /// The disjunction of `items`, flattened and folded like [`ResolvedFilter::all`].
+    /// Equalities on one target merge into one `In` (compiled to SQL `IN (…)`), and
+    /// membership conditions of the same kind into one, so that a membership query of many
+    /// ids is one indexed lookup.
+    pub fn any(items: impl IntoIterator<Item = ResolvedFilter>) -> ResolvedFilter {
+        let mut out: Vec<ResolvedFilter> = Vec::new();
+        let mut pending: Vec<ResolvedFilter> = items.into_iter().collect();
+        pending.reverse();
+        while let Some(f) = pending.pop() {
+            match f {
+                ResolvedFilter::Const(false) => {}
+                ResolvedFilter::Const(true) => return ResolvedFilter::Const(true),
+                ResolvedFilter::Or(v) => pending.extend(v.into_iter().rev()),
+                ResolvedFilter::Compare(t, CompareOp::Eq, v) => merge_in(&mut out, t, vec![v]),
+                ResolvedFilter::In(t, vs) => merge_in(&mut out, t, vs),
+                ResolvedFilter::MemberOf { groups, nesting } => {
+                    let at = out.iter().position(|x| {
+                        matches!(x, ResolvedFilter::MemberOf { nesting: n, .. } if *n == nesting)
+                    });
+                    match at.map(|i| &mut out[i]) {
+                        Some(ResolvedFilter::MemberOf { groups: g, .. }) => {
+                            let prev = std::mem::replace(
+                                g.as_mut(),
+                                MemberCondition::Present(MemberField::Value),
+                            );
+                            **g = MemberCondition::any([prev, *groups]);
+                        }
+                        _ => out.push(ResolvedFilter::MemberOf { groups, nesting }),
+                    }
+                }
+                ResolvedFilter::Element { key, inner } => {
+                    // Some element satisfies a, or some satisfies b: some satisfies a or b.
+                    let at = out.iter().position(
+                        |x| matches!(x, ResolvedFilter::Element { key: k, .. } if *k == key),
+                    );
+                    match at.map(|i| &mut out[i]) {
+                        Some(ResolvedFilter::Element { inner: prev, .. }) => {
+                            let p = std::mem::replace(prev.as_mut(), ResolvedFilter::Const(false));
+                            **prev = ResolvedFilter::any([p, *inner]);
+                        }
+                        _ => out.push(ResolvedFilter::Element { key, inner }),
+                    }
+                }
+                ResolvedFilter::HasMember { members } => {
+                    let at = out
+                        .iter()
+                        .position(|x| matches!(x, ResolvedFilter::HasMember { .. }));
+                    match at.map(|i| &mut out[i]) {
+                        Some(ResolvedFilter::HasMember { members: m }) => {
+                            let prev = std::mem::replace(
+                                m.as_mut(),
+                                MemberCondition::Present(MemberField::Value),
+                            );
+                            **m = MemberCondition::any([prev, *members]);
+                        }
+                        _ => out.push(ResolvedFilter::HasMember { members }),
+                    }
+                }
+                other => out.push(other),
+            }
+        }
+        match out.len() {
+            0 => ResolvedFilter::Const(false),
+            1 => out.pop().unwrap_or(ResolvedFilter::Const(false)),
+            _ => ResolvedFilter::Or(out),
+        }
+    }
+
+    /// The negation, folding constants and double negation.
+    #[allow(clippy::should_implement_trait)]
+    pub fn not(f: ResolvedFilter) -> ResolvedFilter {
+        match f {
+            ResolvedFilter::Const(b) => ResolvedFilter::Const(!b),
+            ResolvedFilter::Not(x) => *x,
+            x => ResolvedFilter::Not(Box::new(x)),
+        }
+    }
+}
+
+/// Adds equalities on `t` to the operand of `out` that already compares `t` for equality
+/// (which becomes an `In`), or as a new operand.
+fn merge_in(out: &mut Vec<ResolvedFilter>, t: AttrTarget, vs: Vec<ResolvedValue>) {
+    let at = out.iter().position(|x| {
+        matches!(x, ResolvedFilter::In(t2, _) | ResolvedFilter::Compare(t2, CompareOp::Eq, _) if *t2 == t)
+    });
+    match at {
+        Some(i) => {
+            let prev = std::mem::replace(&mut out[i], ResolvedFilter::Const(false));
+            let mut all = match prev {
+                ResolvedFilter::In(_, v) => v,
+                ResolvedFilter::Compare(_, _, v) => vec![v],
+                _ => Vec::new(),
+            };
+            all.extend(vs);
+            out[i] = ResolvedFilter::In(t, all);
+        }
+        None if vs.len() == 1 => {
+            let mut vs = vs;
+            if let Some(v) = vs.pop() {
+                out.push(ResolvedFilter::Compare(t, CompareOp::Eq, v));
+            }
+        }
+        None => out.push(ResolvedFilter::In(t, vs)),
+    }
+}
+
+impl MemberCondition {
+    /// The conjunction of `items`, flattened.
+    pub fn all(items: impl IntoIterator<Item = MemberCondition>) -> MemberCondition {
+        let mut out = Vec::new();
+        for c in items {
+            match c {
+                MemberCondition::And(v) => out.extend(v),
+                other => out.push(other),
+            }
+        }
+        match out.len() {
+            1 => out.pop().unwrap_or(MemberCondition::And(Vec::new())),
+            _ => MemberCondition::And(out),
+        }
+    }
+
+    /// The disjunction of `items`, flattened, with equalities on one field merged into `In`.
+    pub fn any(items: impl IntoIterator<Item = MemberCondition>) -> MemberCondition {
+        let mut out: Vec<MemberCondition> = Vec::new();
+        let mut pending: Vec<MemberCondition> = items.into_iter().collect();
+        pending.reverse();
+        while let Some(c) = pending.pop() {
+            let (field, vs) = match c {
+                MemberCondition::Or(v) => {
+                    pending.extend(v.into_iter().rev());
+                    continue;
+                }
+                MemberCondition::Compare(f, CompareOp::Eq, v) => (f, vec![v]),
+                MemberCondition::In(f, vs) => (f, vs),
+                other => {
+                    out.push(other);
+                    continue;
+                }
+            };
+            let at = out.iter().position(|x| {
+                matches!(x, MemberCondition::In(f, _) | MemberCondition::Compare(f, CompareOp::Eq, _) if *f == field)
+            });
+            match at {
+                Some(i) => {
+                    let prev =
+                        std::mem::replace(&mut out[i], MemberCondition::In(field, Vec::new()));
+                    let mut all = match prev {
+                        MemberCondition::In(_, v) => v,
+                        MemberCondition::Compare(_, _, v) => vec![v],
+                        _ => Vec::new(),
+                    };
+                    all.extend(vs);
+                    out[i] = MemberCondition::In(field, all);
+                }
+                None if vs.len() == 1 => {
+                    let mut vs = vs;
+                    if let Some(v) = vs.pop() {
+                        out.push(MemberCondition::Compare(field, CompareOp::Eq, v));
+                    }
+                }
+                None => out.push(MemberCondition::In(field, vs)),
+            }
+        }
+        match out.len() {
+            1 => out.pop().unwrap_or(MemberCondition::Or(Vec::new())),
+            _ => MemberCondition::Or(out),
+        }
+    }
 }
 
 /// A resolved attribute path, for sorting and projection.
@@ -413,6 +628,13 @@ impl Resolver<'_> {
             return Ok(None);
         }
         let sub = path.sub.clone().unwrap_or_else(|| "value".into());
+        if op == CompareOp::Ne {
+            // As for every attribute: no value equals (not "some value differs").
+            let inner = Filter::Compare(AttrPath::simple(&sub), CompareOp::Eq, lit.clone());
+            return self
+                .membership(path, &inner)
+                .map(|f| Some(ResolvedFilter::not(f)));
+        }
         let inner = Filter::Compare(AttrPath::simple(&sub), op, lit.clone());
         self.membership(path, &inner).map(Some)
     }
@@ -448,23 +670,26 @@ impl Resolver<'_> {
     ) -> Result<Option<MemberCondition>, String> {
         let ctx = path.to_string();
         match f {
-            Filter::And(a, b) => {
-                let a = self.member_condition(a, path, nesting, top)?;
-                let b = self.member_condition(b, path, nesting, top)?;
-                Ok(match (a, b) {
-                    (Some(a), Some(b)) => Some(MemberCondition::And(Box::new(a), Box::new(b))),
-                    (a, b) => a.or(b),
-                })
-            }
-            Filter::Or(a, b) => {
-                let a = self.member_condition(a, path, nesting, false)?;
-                let b = self.member_condition(b, path, nesting, false)?;
-                match (a, b) {
-                    (Some(a), Some(b)) => Ok(Some(MemberCondition::Or(Box::new(a), Box::new(b)))),
-                    _ => Err(err(format!(
-                        "'{ctx}[...]': type may only be combined with 'and'"
-                    ))),
+            Filter::And(items) => {
+                let mut conds = Vec::new();
+                for x in items {
+                    conds.extend(self.member_condition(x, path, nesting, top)?);
                 }
+                Ok((!conds.is_empty()).then(|| MemberCondition::all(conds)))
+            }
+            Filter::Or(items) => {
+                let mut conds = Vec::new();
+                for x in items {
+                    match self.member_condition(x, path, nesting, false)? {
+                        Some(c) => conds.push(c),
+                        None => {
+                            return Err(err(format!(
+                                "'{ctx}[...]': type may only be combined with 'and'"
+                            )));
+                        }
+                    }
+                }
+                Ok(Some(MemberCondition::any(conds)))
             }
             Filter::Not(a) => match self.member_condition(a, path, nesting, false)? {
                 Some(c) => Ok(Some(MemberCondition::Not(Box::new(c)))),
@@ -513,14 +738,20 @@ impl Resolver<'_> {
                         op.as_str()
                     )));
                 }
-                let v = match field {
-                    MemberField::Display => s.to_lowercase(),
-                    MemberField::Type => ResourceKind::parse(s)
-                        .map(|k| k.as_str().to_string())
-                        .unwrap_or_else(|| s.clone()),
-                    MemberField::Value => s.clone(),
-                };
-                Ok(Some(MemberCondition::Compare(field, *op, v)))
+                // members.value / .display / .type are caseExact false (RFC 7643 §4.2, §8.7.1):
+                // the SQL side compares folded columns; ids are lowercase UUIDs, so
+                // folding the value alone makes their comparison case-insensitive too.
+                let v = s.to_lowercase();
+                Ok(Some(if *op == CompareOp::Ne {
+                    // As for every attribute: a member without the field matches `ne`.
+                    MemberCondition::Not(Box::new(MemberCondition::Compare(
+                        field,
+                        CompareOp::Eq,
+                        v,
+                    )))
+                } else {
+                    MemberCondition::Compare(field, *op, v)
+                }))
             }
             Filter::ValuePath(..) => {
                 Err(err(format!("'{ctx}[...]': value filters cannot be nested")))
@@ -535,12 +766,18 @@ impl Resolver<'_> {
 
     fn resolve(&self, f: &Filter) -> Result<ResolvedFilter, String> {
         Ok(match f {
-            Filter::And(a, b) => {
-                ResolvedFilter::And(Box::new(self.resolve(a)?), Box::new(self.resolve(b)?))
-            }
-            Filter::Or(a, b) => {
-                ResolvedFilter::Or(Box::new(self.resolve(a)?), Box::new(self.resolve(b)?))
-            }
+            Filter::And(items) => ResolvedFilter::all(
+                items
+                    .iter()
+                    .map(|x| self.resolve(x))
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+            Filter::Or(items) => ResolvedFilter::any(
+                items
+                    .iter()
+                    .map(|x| self.resolve(x))
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
             Filter::Not(a) => ResolvedFilter::Not(Box::new(self.resolve(a)?)),
             Filter::Const(b) => ResolvedFilter::Const(*b),
             Filter::Present(p) => {
@@ -550,7 +787,10 @@ impl Resolver<'_> {
                         &Filter::Present(AttrPath::simple(p.sub.as_deref().unwrap_or("value"))),
                     );
                 }
-                ResolvedFilter::Present(target_for(self.reg, self.kind, p, false)?)
+                match target_for(self.reg, self.kind, p, false)? {
+                    AttrTarget::AnyUnder { .. } => self.complex_present(p)?,
+                    t => ResolvedFilter::Present(t),
+                }
             }
             Filter::Compare(p, op, lit) => self.leaf_compare(p, *op, lit)?,
             Filter::ValuePath(p, inner) => {
@@ -586,6 +826,35 @@ impl Resolver<'_> {
         })
     }
 
+    /// `complex pr`: some sub-attribute has a value (RFC 7644 §3.4.2.2: "a non-empty node").
+    fn complex_present(&self, p: &AttrPath) -> Result<ResolvedFilter, String> {
+        let loc = self
+            .reg
+            .locate(self.kind, p.urn.as_deref(), &p.attr)
+            .ok_or_else(|| {
+                err(format!(
+                    "'{p}' is not an attribute of {}",
+                    self.kind.as_str()
+                ))
+            })?;
+        let schema_urn = (!loc.is_core).then_some(loc.schema.id.as_str());
+        Ok(ResolvedFilter::any(
+            loc.attr
+                .sub_attributes
+                .iter()
+                .filter(|s| {
+                    s.returned != crate::model::Returned::Never && s.kind != AttrType::Binary
+                })
+                .map(|s| {
+                    ResolvedFilter::Present(AttrTarget::Indexed {
+                        key: index_key(schema_urn, &loc.attr.name, Some(&s.name)),
+                        kind: s.kind,
+                        fold: s.folds_case(),
+                    })
+                }),
+        ))
+    }
+
     /// The inside of `attr[...]`: paths are sub-attributes of `attr`.
     fn resolve_element(&self, parent: &AttrPath, f: &Filter) -> Result<ResolvedFilter, String> {
         let qualify = |p: &AttrPath| -> Result<AttrPath, String> {
@@ -602,13 +871,17 @@ impl Resolver<'_> {
             })
         };
         Ok(match f {
-            Filter::And(a, b) => ResolvedFilter::And(
-                Box::new(self.resolve_element(parent, a)?),
-                Box::new(self.resolve_element(parent, b)?),
+            Filter::And(items) => ResolvedFilter::all(
+                items
+                    .iter()
+                    .map(|x| self.resolve_element(parent, x))
+                    .collect::<Result<Vec<_>, _>>()?,
             ),
-            Filter::Or(a, b) => ResolvedFilter::Or(
-                Box::new(self.resolve_element(parent, a)?),
-                Box::new(self.resolve_element(parent, b)?),
+            Filter::Or(items) => ResolvedFilter::any(
+                items
+                    .iter()
+                    .map(|x| self.resolve_element(parent, x))
+                    .collect::<Result<Vec<_>, _>>()?,
             ),
             Filter::Not(a) => ResolvedFilter::Not(Box::new(self.resolve_element(parent, a)?)),
             Filter::Const(b) => ResolvedFilter::Const(*b),

@@ -67,8 +67,15 @@ fn compare(
             })
         }
         (AttrType::DateTime, Value::String(a), Literal::String(b)) => {
-            let b = normalize_datetime(b).ok_or_else(|| format!("{b:?} is not a dateTime"))?;
-            Ok(compare_text(op, a, &b))
+            // Substrings match the canonical text as written ("2030-01"); the other
+            // operators compare instants.
+            let a = normalize_datetime(a).unwrap_or_else(|| a.clone());
+            let b = if op.is_substring() {
+                b.clone()
+            } else {
+                normalize_datetime(b).ok_or_else(|| format!("{b:?} is not a dateTime"))?
+            };
+            Ok(compare_text(op, &a, &b))
         }
         (_, Value::String(a), Literal::String(b)) => {
             if def.folds_case() {
@@ -76,6 +83,20 @@ fn compare(
             } else {
                 Ok(compare_text(op, a, b))
             }
+        }
+        // A number or boolean compared with a string attribute compares as its text, as
+        // the SQL compilation does.
+        (
+            AttrType::String | AttrType::Reference | AttrType::Binary,
+            Value::String(a),
+            Literal::Number(_) | Literal::Bool(_),
+        ) => {
+            let b = lit.to_string();
+            Ok(if def.folds_case() {
+                compare_text(op, &a.to_lowercase(), &b)
+            } else {
+                compare_text(op, a, &b)
+            })
         }
         _ => Ok(op == CompareOp::Ne),
     }
@@ -89,19 +110,50 @@ pub fn element_matches(def: &AttributeDef, item: &Value, f: &Filter) -> Result<b
             .ok_or_else(|| format!("{} has no sub-attribute {name:?}", def.name))
     };
     Ok(match f {
-        Filter::And(a, b) => element_matches(def, item, a)? && element_matches(def, item, b)?,
-        Filter::Or(a, b) => element_matches(def, item, a)? || element_matches(def, item, b)?,
+        Filter::And(items) => {
+            for x in items {
+                if !element_matches(def, item, x)? {
+                    return Ok(false);
+                }
+            }
+            true
+        }
+        Filter::Or(items) => {
+            for x in items {
+                if element_matches(def, item, x)? {
+                    return Ok(true);
+                }
+            }
+            false
+        }
         Filter::Not(a) => !element_matches(def, item, a)?,
         Filter::Const(b) => *b,
         Filter::Present(p) => {
             let sd = sub_of(p.sub.as_deref().unwrap_or(&p.attr))?;
             item.get(&sd.name).is_some_and(|v| !v.is_null() && v != "")
         }
+        Filter::Compare(p, op, Literal::Null) => {
+            // `eq null` is "has no value", `ne null` "has a value"; other operators do not
+            // compare with null.
+            let sd = sub_of(p.sub.as_deref().unwrap_or(&p.attr))?;
+            let present = item.get(&sd.name).is_some_and(|v| !v.is_null() && v != "");
+            match op {
+                CompareOp::Eq => !present,
+                CompareOp::Ne => present,
+                _ => {
+                    return Err(format!(
+                        "{} {} null: only eq and ne compare with null",
+                        sd.name,
+                        op.as_str()
+                    ));
+                }
+            }
+        }
         Filter::Compare(p, op, lit) => {
             let sd = sub_of(p.sub.as_deref().unwrap_or(&p.attr))?;
             match item.get(&sd.name) {
                 Some(actual) => compare(sd, *op, actual, lit)?,
-                None => *op == CompareOp::Ne || (*op == CompareOp::Eq && *lit == Literal::Null),
+                None => *op == CompareOp::Ne,
             }
         }
         Filter::ValuePath(..) => return Err("value filters cannot be nested".into()),

@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 pub use eval::element_matches;
 
 use crate::error::StoreError;
-use crate::filter::{AttrPath, CompareOp, Filter, Literal, PatchPath};
+use crate::filter::{AttrPath, CompareOp, Filter, FilterLimits, Literal, PatchPath, shown};
 use crate::model::{
     AttrType, AttributeDef, MemberRef, Mutability, ResourceKind, SchemaDef, SchemaRegistry,
     check_required, normalize_attribute,
@@ -126,19 +126,31 @@ fn invalid_path(msg: String) -> StoreError {
     StoreError::InvalidPath(msg)
 }
 
+/// A path in an error message: quoted, and cut when long; formatted only if shown.
+struct Quoted<'a>(&'a str);
+
+impl std::fmt::Display for Quoted<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", shown(self.0))
+    }
+}
+
 fn resolve_target<'r>(
     reg: &'r SchemaRegistry,
     kind: ResourceKind,
     raw: &str,
+    limits: &FilterLimits,
 ) -> Result<Target<'r>, StoreError> {
     let raw = raw.trim();
+    // Paths may be long (a value filter of many terms): messages show their start.
+    let quoted = Quoted(raw);
     let bracket = raw.find('[').unwrap_or(raw.len());
     let (urn, rest) = if raw[..bracket].to_ascii_lowercase().starts_with("urn:") {
         match reg.split_urn(kind, &raw[..bracket]) {
             Some((urn, _)) => (Some(urn), &raw[urn.len()..]),
             None => {
                 return Err(invalid_path(format!(
-                    "{raw:?}: unknown schema URN for {}",
+                    "{quoted}: unknown schema URN for {}",
                     kind.as_str()
                 )));
             }
@@ -154,11 +166,11 @@ fn resolve_target<'r>(
                 reg.extension(kind, u).expect("split_urn found it"),
             )),
             _ => Err(invalid_path(format!(
-                "{raw:?} names a schema, not an attribute"
+                "{quoted} names a schema, not an attribute"
             ))),
         };
     }
-    let pp = PatchPath::parse(rest).map_err(|e| invalid_path(format!("{raw:?}: {e}")))?;
+    let pp = PatchPath::parse(rest, limits)?;
     let AttrPath { attr, sub, .. } = pp.attr;
     if urn.is_none() || core_urn {
         for common in ["id", "meta", "schemas"] {
@@ -172,7 +184,7 @@ fn resolve_target<'r>(
     }
     let loc = reg.locate(kind, urn, &attr).ok_or_else(|| {
         invalid_path(format!(
-            "{raw:?}: {attr:?} is not an attribute of {}",
+            "{quoted}: {attr:?} is not an attribute of {}",
             kind.as_str()
         ))
     })?;
@@ -186,20 +198,20 @@ fn resolve_target<'r>(
     if loc.is_core && kind == ResourceKind::User && loc.attr.name == "password" {
         if sub_name.is_some() || pp.filter.is_some() {
             return Err(invalid_path(format!(
-                "{raw:?}: password has no sub-attributes"
+                "{quoted}: password has no sub-attributes"
             )));
         }
         return Ok(Target::Password);
     }
     if pp.filter.is_some() && !(loc.attr.multi_valued && loc.attr.kind == AttrType::Complex) {
         return Err(invalid_path(format!(
-            "{raw:?}: value filters apply to multi-valued complex attributes"
+            "{quoted}: value filters apply to multi-valued complex attributes"
         )));
     }
     let sub = match sub_name {
         Some(s) => Some(loc.attr.sub(&s).ok_or_else(|| {
             invalid_path(format!(
-                "{raw:?}: {} has no sub-attribute {s:?}",
+                "{quoted}: {} has no sub-attribute {s:?}",
                 loc.attr.name
             ))
         })?),
@@ -216,6 +228,7 @@ fn resolve_target<'r>(
 struct Patcher<'r> {
     reg: &'r SchemaRegistry,
     kind: ResourceKind,
+    limits: FilterLimits,
     w: Map<String, Value>,
     external_id: Option<String>,
     password: PasswordChange,
@@ -277,9 +290,11 @@ fn filter_ids(f: &Filter) -> Option<Vec<String>> {
         {
             Some(vec![s.clone()])
         }
-        Filter::Or(a, b) => {
-            let mut v = filter_ids(a)?;
-            v.extend(filter_ids(b)?);
+        Filter::Or(items) => {
+            let mut v = Vec::with_capacity(items.len());
+            for x in items {
+                v.extend(filter_ids(x)?);
+            }
             Some(v)
         }
         _ => None,
@@ -290,7 +305,7 @@ fn filter_ids(f: &Filter) -> Option<Vec<String>> {
 /// describes when none matches.
 fn filter_template(def: &AttributeDef, f: &Filter, out: &mut Map<String, Value>) -> bool {
     match f {
-        Filter::And(a, b) => filter_template(def, a, out) && filter_template(def, b, out),
+        Filter::And(items) => items.iter().all(|x| filter_template(def, x, out)),
         Filter::Compare(p, CompareOp::Eq, lit) if p.sub.is_none() && p.urn.is_none() => {
             let Some(sd) = def.sub(&p.attr) else {
                 return false;
@@ -392,19 +407,23 @@ impl<'r> Patcher<'r> {
                             .iter()
                             .filter(|(k, _)| !k.eq_ignore_ascii_case("schemas"))
                         {
-                            let t =
-                                resolve_target(self.reg, self.kind, &format!("{}:{ek}", ext.id))?;
+                            let t = resolve_target(
+                                self.reg,
+                                self.kind,
+                                &format!("{}:{ek}", ext.id),
+                                &self.limits,
+                            )?;
                             self.apply_target(op.op, t, Some(ev))?;
                         }
                         continue;
                     }
-                    let t = resolve_target(self.reg, self.kind, k)?;
+                    let t = resolve_target(self.reg, self.kind, k, &self.limits)?;
                     self.apply_target(op.op, t, Some(v))?;
                 }
                 Ok(())
             }
             Some(path) => {
-                let t = resolve_target(self.reg, self.kind, path)?;
+                let t = resolve_target(self.reg, self.kind, path, &self.limits)?;
                 if op.op != PatchOpKind::Remove && op.value.is_none() {
                     return Err(StoreError::InvalidValue(format!(
                         "the {path:?} operation needs a \"value\""
@@ -463,7 +482,12 @@ impl<'r> Patcher<'r> {
                         .iter()
                         .filter(|(k, _)| !k.eq_ignore_ascii_case("schemas"))
                     {
-                        let t = resolve_target(self.reg, self.kind, &format!("{}:{ek}", ext.id))?;
+                        let t = resolve_target(
+                            self.reg,
+                            self.kind,
+                            &format!("{}:{ek}", ext.id),
+                            &self.limits,
+                        )?;
                         self.apply_target(PatchOpKind::Add, t, Some(ev))?;
                     }
                     Ok(())
@@ -809,16 +833,19 @@ impl<'r> Patcher<'r> {
 }
 
 /// Applies `ops` to a resource; the result is validated (types, required attributes).
+/// Value filters in paths are held to `limits`.
 pub fn apply_patch(
     reg: &SchemaRegistry,
     kind: ResourceKind,
     doc: &Map<String, Value>,
     external_id: Option<&str>,
     ops: &[PatchOperation],
+    limits: &FilterLimits,
 ) -> Result<Patched, StoreError> {
     let mut p = Patcher {
         reg,
         kind,
+        limits: *limits,
         w: doc.clone(),
         external_id: external_id.map(str::to_string),
         password: PasswordChange::Unchanged,

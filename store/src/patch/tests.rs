@@ -33,6 +33,7 @@ fn patch_user(v: Value) -> Result<Patched, StoreError> {
         &user(),
         Some("ext-1"),
         &ops(v),
+        &FilterLimits::default(),
     )
 }
 
@@ -196,6 +197,7 @@ fn group_member_dialects_become_member_ops() {
             {"op": "replace", "path": "members", "value": [{"value": "u5"}]},
             {"op": "replace", "value": {"displayName": "G2", "members": [{"value": "u6"}]}}
         ])),
+        &FilterLimits::default(),
     )
     .unwrap();
     assert_eq!(p.doc["displayName"], "G2");
@@ -242,7 +244,52 @@ fn whole_extension_replace_and_remove() {
         &p.doc,
         None,
         &ops(json!([{"op": "remove", "path": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department"}])),
+        &FilterLimits::default(),
     )
     .unwrap();
     assert!(!p.doc.contains_key(ENTERPRISE_USER_SCHEMA));
+}
+
+/// `members[value eq "0" or … ]` with 30,000 terms (over 500 KB): refused as invalidFilter
+/// naming the limit, on every kind of target; 1,000 ids become one member removal.
+#[test]
+fn long_value_filters_in_paths_are_refused_by_the_limits() {
+    let reg = SchemaRegistry::builtin();
+    let chain = |n: usize| {
+        (0..n)
+            .map(|i| format!("value eq \"{i}\""))
+            .collect::<Vec<_>>()
+            .join(" or ")
+    };
+    let huge = chain(30_000);
+    assert!(huge.len() > 500_000);
+    let group = json!({"displayName": "G"}).as_object().unwrap().clone();
+    let limits = FilterLimits {
+        max_length: usize::MAX,
+        ..FilterLimits::default()
+    };
+    for (kind, doc, path) in [
+        (ResourceKind::User, user(), format!("emails[{huge}]")),
+        (ResourceKind::User, user(), format!("emails[{huge}].type")),
+        (
+            ResourceKind::Group,
+            group.clone(),
+            format!("members[{huge}]"),
+        ),
+    ] {
+        for op in ["remove", "replace"] {
+            let o = ops(json!([{"op": op, "path": path, "value": "x"}]));
+            for l in [FilterLimits::default(), limits] {
+                match apply_patch(&reg, kind, &doc, None, &o, &l) {
+                    Err(StoreError::InvalidFilter(m)) => {
+                        assert!(m.contains("max_filter_") && m.len() < 300, "{m}")
+                    }
+                    other => panic!("{op} {}: {other:?}", &path[..20]),
+                }
+            }
+        }
+    }
+    let o = ops(json!([{"op": "remove", "path": format!("members[{}]", chain(1000))}]));
+    let p = apply_patch(&reg, ResourceKind::Group, &group, None, &o, &limits).unwrap();
+    assert!(matches!(&p.member_ops[..], [MemberOp::Remove(ids)] if ids.len() == 1000));
 }

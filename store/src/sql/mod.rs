@@ -114,6 +114,9 @@ pub struct StoreOptions {
     pub ignore_unknown_members: bool,
     /// Keys of the audit chain's HMAC (none: unkeyed SHA-256).
     pub audit_keys: AuditKeys,
+    /// Limits on the value filters of PATCH paths and on consumer scope filters (the API
+    /// applies the same to the filters of queries).
+    pub filter_limits: crate::filter::FilterLimits,
 }
 
 impl Default for StoreOptions {
@@ -124,6 +127,7 @@ impl Default for StoreOptions {
             sqlite_sync_full: true,
             ignore_unknown_members: true,
             audit_keys: AuditKeys::default(),
+            filter_limits: crate::filter::FilterLimits::default(),
         }
     }
 }

@@ -254,7 +254,7 @@ impl Store {
                 "a consumer needs a name of 1-100 characters without '/'".into(),
             ));
         }
-        spec.validate(&self.reg)?;
+        spec.validate(&self.reg, &self.opts.filter_limits)?;
         let id = uuid::Uuid::new_v4().to_string();
         let now = now_timestamp();
         let _guard = self.write_guard().await;
@@ -316,7 +316,7 @@ impl Store {
     ) -> Result<Consumer, StoreError> {
         let current = self.consumer(name).await?;
         if let Some(s) = &spec {
-            s.validate(&self.reg)?;
+            s.validate(&self.reg, &self.opts.filter_limits)?;
         }
         let _guard = self.write_guard().await;
         let txn = self.begin_write().await?;
@@ -834,10 +834,13 @@ impl Store {
         for c in consumers.iter().filter(|c| !c.spec.schedules.is_empty()) {
             for rule in &c.spec.schedules {
                 let applies = current.as_ref().is_some_and(|u| {
-                    Filter::parse(&rule.when).ok().is_some_and(|f| {
-                        crate::engine::eval::matches(&self.reg, ResourceKind::User, u, &f)
-                            .unwrap_or(false)
-                    })
+                    // Validated on save, within the configured limits.
+                    Filter::parse_limited(&rule.when, &crate::filter::FilterLimits::CEILING)
+                        .ok()
+                        .is_some_and(|f| {
+                            crate::engine::eval::matches(&self.reg, ResourceKind::User, u, &f)
+                                .unwrap_or(false)
+                        })
                 });
                 let due = match (&rule.after, &rule.at, &current) {
                     (Some(a), _, _) => crate::engine::parse_duration(a).map(|d| {

@@ -434,7 +434,7 @@ impl Store {
                     );
                     sel.bind(group_rid).push(" AND ");
                     super::filter::Compiler::new(self.backend, self.opts.max_group_depth as i64)
-                        .member_condition(&cond, "u", "m", &mut sel);
+                        .member_condition(&cond, "u", &mut sel);
                     let rows = txn.query_all_raw(sel.build(self.backend)).await?;
                     let mut rids = Vec::new();
                     let mut gone = Vec::new();
@@ -970,6 +970,7 @@ impl Store {
         load: Load,
     ) -> Result<StoredResource, StoreError> {
         let reg = self.reg.clone();
+        let limits = self.opts.filter_limits;
         self.update_with(kind, id, if_match, actor, load, |current| {
             let p = apply_patch(
                 &reg,
@@ -977,6 +978,7 @@ impl Store {
                 &current.doc,
                 current.external_id.as_deref(),
                 ops,
+                &limits,
             )?;
             Ok((p.doc, p.external_id, p.password, p.member_ops))
         })

@@ -1,8 +1,10 @@
 //! Store integration tests on a real database: SQLite by default, PostgreSQL with
 //! `SCIMHUB_TEST_DB=postgres`.
 
+mod agreement;
 mod audit_chain;
 mod filters;
+mod large_filters;
 mod retention;
 mod writes;
 
